@@ -70,16 +70,20 @@ def _scale(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
   if scale == 'laptop':  # The budgets of experiments/demo.py (about 15 CPU-minutes a seed).
     length = spec.max_episode_steps
     stages = tuple(int(length * f) for f in (5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6)) + (0,)
+    # 1000-step tasks (safety-gymnasium): a longer expert run, and sparser evaluations so that
+    # evaluating does not cost more env steps than training.
+    long = length >= 1000
     return {
-        'collect': dict(expert_steps=40_000, hidden_dims=(64, 64), batch_size=128, utd=4.0,
-                        learning_starts=2_000, log_every=4_000, episodes=20, eval_episodes=5,
-                        progress=False, tensorboard=False),
+        'collect': dict(expert_steps=60_000 if long else 40_000, hidden_dims=(64, 64),
+                        batch_size=128, utd=4.0, learning_starts=2_000,
+                        log_every=10_000 if long else 4_000, episodes=20,
+                        eval_episodes=3 if long else 5, progress=False, tensorboard=False),
         'guide': dict(steps=2_000, updates_per_call=100, embed_dim=64, num_layers=2,
                       context_len=10, target_quantile=1.0, eval_episodes=10, log_every=200,
                       checkpoint_every=1_000, progress=False, tensorboard=False),
         'distill': dict(total_steps=20_000, guide_steps=stages, stage_steps=2_500,
                         batch_size=128, cost_coef=2.0, learning_starts=1_000,
-                        eval_every=2_000, eval_episodes=5, progress=False),
+                        eval_every=5_000 if long else 2_000, eval_episodes=5, progress=False),
     }
   if scale == 'paper':  # The launchers' own defaults follow the paper.
     return {'collect': dict(progress=False), 'guide': dict(progress=False),

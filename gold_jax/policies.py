@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gold_jax.agents import dt
+from gold_jax.agents import common, dt
 
 
 class Policy(Protocol):
@@ -97,15 +97,26 @@ class MLPPolicy:
   """
 
   def __init__(self, module, state, deterministic: bool = True, seed: int = 0):
-    self.module, self.state, self.deterministic = module, state, deterministic
+    self.module, self.deterministic = module, deterministic
+    self.state = state
     self.key = jax.random.PRNGKey(seed)
     self._act = _split_and_act(module, deterministic)
+
+  @property
+  def state(self):
+    return self._state
+
+  @state.setter
+  def state(self, state) -> None:
+    # Acting dispatches only the fields the actor reads (`common.acting_view`).
+    self._state = state
+    self._view = common.acting_view(state, *self.module.ACTING_FIELDS)
 
   def reset(self, n: int) -> None:
     del n
 
   def act(self, obs: np.ndarray) -> np.ndarray:
-    action, self.key = self._act(self.state, np.asarray(obs, np.float32), self.key)
+    action, self.key = self._act(self._view, np.asarray(obs, np.float32), self.key)
     return np.asarray(action, np.float32)
 
   def observe(self, action, reward, cost) -> None:

@@ -8,10 +8,12 @@ import os
 import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-# See experiments/__init__.py: a CPU thread pool larger than the core count avoids a deadlock
-# of concurrent batched QR decompositions on 2-core machines.
-os.environ.setdefault('PJRT_NPROC', str(max(8, os.cpu_count() or 1)))
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'gold_jax_test_jax_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+from gold_jax import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The launchers' CPU settings (thread pool, synchronous dispatch), before JAX starts.
+runtime.configure_cpu()

@@ -224,3 +224,31 @@ def test_batched_context_and_reset(trained):
   np.testing.assert_array_equal(ctx.timestep, [1, 0, 1])
   np.testing.assert_array_equal(ctx.window.mask[:, -1], [1, 0, 1])
   np.testing.assert_array_equal(ctx.window.obs[1], 0.0)
+
+
+@pytest.mark.parametrize('cost_token', [False, True])
+def test_pruned_outputs_equal_the_full_transformer(cost_token):
+  """'all' (last block at observation tokens only) and 'last' (acting: last step, no last
+  action token) give the actions of the full computation at every token ('reference')."""
+  config = dt.Config(embed_dim=16, num_layers=2, mlp_dim=32, context_len=K,
+                     use_cost_token=cost_token, max_timestep=16)
+  state = dt.init(jax.random.PRNGKey(1), 7, 3, config)
+  model = DecisionTransformer(config.transformer(3))
+  rng = np.random.default_rng(0)
+  batch = 4
+  f32 = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+  mask = (np.arange(K)[None] >= np.array([[0], [1], [3], [K - 1]])).astype(np.float32)
+  args = (f32(batch, K, 7), f32(batch, K, 3), f32(batch, K), f32(batch, K),
+          jnp.broadcast_to(jnp.arange(K), (batch, K)), jnp.asarray(mask))
+  apply = lambda outputs: model.apply({'params': state.params}, *args, outputs=outputs)
+  reference, all_steps, last = apply('reference'), apply('all'), apply('last')
+  chex.assert_shape(all_steps, (batch, K, 3))
+  chex.assert_shape(last, (batch, 1, 3))
+  np.testing.assert_allclose(all_steps, reference, atol=1e-5)
+  np.testing.assert_allclose(last, reference[:, -1:], atol=1e-5)
+  # The last step's action token is unknown while acting: 'last' must not read it.
+  changed = (args[0], args[1].at[:, -1].set(9.0)) + args[2:]
+  np.testing.assert_allclose(model.apply({'params': state.params}, *changed, outputs='last'),
+                             last, atol=1e-6)
+  with pytest.raises(ValueError, match='outputs'):
+    apply('middle')

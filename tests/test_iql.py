@@ -153,7 +153,7 @@ def test_no_recompilation(name):
   state, _ = iql.update(state, random_batch(0))
   state, _ = iql.update_n(state, random_batch(0, k=K))
   iql.act(state, jnp.zeros(OBS_DIM), jax.random.PRNGKey(0))
-  sizes = (iql.update._cache_size(), iql.update_n._cache_size(), iql.act._cache_size())
+  sizes = (iql.update._cache_size(), iql.update_n._cache_size(), iql._act._cache_size())
   for i in range(10):
     state, _ = iql.update(state, random_batch(i))
     state, _ = iql.update_n(state, random_batch(i, k=K))
@@ -161,7 +161,7 @@ def test_no_recompilation(name):
   # A fresh state of the same configuration reuses the compiled programs too.
   state = iql.init(jax.random.PRNGKey(1), OBS_DIM, ACT_DIM, CONFIGS[name])
   iql.update_n(state, random_batch(0, k=K))
-  assert (iql.update._cache_size(), iql.update_n._cache_size(), iql.act._cache_size()) == sizes
+  assert (iql.update._cache_size(), iql.update_n._cache_size(), iql._act._cache_size()) == sizes
 
 
 def test_same_key_same_result():

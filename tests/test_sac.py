@@ -118,14 +118,14 @@ def test_no_recompilation(name):
   state, _ = sac.update(state, random_batch(0))
   state, _ = sac.update_n(state, random_batch(0, k=K))
   sac.act(state, jnp.zeros(OBS_DIM), jax.random.PRNGKey(0))
-  sizes = (sac.update._cache_size(), sac.update_n._cache_size(), sac.act._cache_size())
+  sizes = (sac.update._cache_size(), sac.update_n._cache_size(), sac._act._cache_size())
   for i in range(10):
     state, _ = sac.update(state, random_batch(i))
     state, _ = sac.update_n(state, random_batch(i, k=K))
     sac.act(state, jnp.zeros(OBS_DIM), jax.random.PRNGKey(i))
   state = sac.init(jax.random.PRNGKey(1), OBS_DIM, ACT_DIM, CONFIGS[name])
   sac.update_n(state, random_batch(0, k=K))
-  assert (sac.update._cache_size(), sac.update_n._cache_size(), sac.act._cache_size()) == sizes
+  assert (sac.update._cache_size(), sac.update_n._cache_size(), sac._act._cache_size()) == sizes
 
 
 def test_same_key_same_result():

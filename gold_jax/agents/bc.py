@@ -27,6 +27,10 @@ class Config:
   batch_size: int = 256  # Transitions per update (used by the training loop).
 
 
+# The State fields that acting reads (see `common.acting_view`).
+ACTING_FIELDS = ('params', 'obs_mean', 'obs_std')
+
+
 @flax.struct.dataclass
 class State:
   params: Params
@@ -99,4 +103,4 @@ def act(state: State, obs, key: Optional[PRNGKey] = None,
         deterministic: bool = True) -> jax.Array:
   """The policy's action for `obs` `(obs_dim,)` or `(n, obs_dim)`; always deterministic."""
   del key, deterministic  # The policy has no noise.
-  return _act(state, jnp.asarray(obs, jnp.float32))
+  return _act(common.acting_view(state, *ACTING_FIELDS), jnp.asarray(obs, jnp.float32))

@@ -1,5 +1,6 @@
 """Pieces every learner shares: batch checks, fused updates, target updates, NaN reports."""
 
+import dataclasses
 from typing import Callable, Tuple
 
 import chex
@@ -63,3 +64,15 @@ def as_batch(obs: jax.Array) -> Tuple[jax.Array, bool]:
   if obs.ndim == 1:
     return obs[None], True
   return obs, False
+
+
+def acting_view(state, *keep: str):
+  """`state` with every array field but `keep` set to None (static fields stay).
+
+  A jitted call flattens all of its arguments on every dispatch: acting with the whole state
+  (optimiser moments, critics, targets) costs several times the actor's own compute for a
+  single observation. Acting functions take this view, a few leaves, instead.
+  """
+  drop = {f.name: None for f in dataclasses.fields(state)
+          if f.name not in keep and f.metadata.get('pytree_node', True)}
+  return state.replace(**drop)

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import optax
 
 from gold_jax.agents import cvpo_ops
-from gold_jax.agents.common import as_batch, check_batch, make_update_fns, soft_update
+from gold_jax.agents.common import (acting_view, as_batch, check_batch, make_update_fns,
+                                     soft_update)
 from gold_jax.distributions import gaussian_sample
 from gold_jax.networks.policies import GaussianPolicy
 from gold_jax.networks.values import QEnsemble
@@ -77,6 +78,10 @@ class Duals(NamedTuple):
   solved exactly for every batch (cvpo_ops.solve_dual) and reported in the metrics."""
   alpha_mean: jax.Array  # multiplier of the mean KL bound
   alpha_std: jax.Array   # multiplier of the std KL bound
+
+
+# The State fields that acting reads (see `common.acting_view`).
+ACTING_FIELDS = ('policy_params',)
 
 
 @flax.struct.dataclass
@@ -269,9 +274,13 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
 update, update_n = make_update_fns(_update_step)
 
 
-@functools.partial(jax.jit, static_argnames='deterministic')
 def act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool = False) -> jax.Array:
   """Policy mean if `deterministic`, else a Gaussian sample clipped to [-1, 1]."""
+  return _act(acting_view(state, *ACTING_FIELDS), obs, key, deterministic=deterministic)
+
+
+@functools.partial(jax.jit, static_argnames='deterministic')
+def _act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax.Array:
   obs, single = as_batch(obs)
   mean, log_std = _policy(state.config, state.act_dim).apply(state.policy_params, obs)
   action = mean if deterministic else jnp.clip(gaussian_sample(key, mean, log_std), -1.0, 1.0)

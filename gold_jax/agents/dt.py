@@ -128,12 +128,13 @@ def predict_actions(state: State, params: Params, window: Segment, training: boo
 
 def _predict(config: Config, params: Params, obs_mean: jax.Array, obs_std: jax.Array,
              window: Segment, training: bool = False,
-             dropout_key: Optional[PRNGKey] = None) -> jax.Array:
+             dropout_key: Optional[PRNGKey] = None, outputs: str = 'all') -> jax.Array:
+  """Actions predicted for the window, (B, K, act_dim); `outputs='last'`: (B, 1, act_dim)."""
   obs = (window.obs - obs_mean) / obs_std
   rngs = {'dropout': dropout_key} if training else None
   return _model(config, window.action.shape[-1]).apply(
       {'params': params}, obs, window.action, window.rtg, window.ctg, window.timestep,
-      window.mask, training=training, rngs=rngs)
+      window.mask, training=training, rngs=rngs, outputs=outputs)
 
 
 def action_loss(predicted: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -229,7 +230,7 @@ def _act_context(params: Params, obs_mean: jax.Array, obs_std: jax.Array, ctx: C
   window = Segment(obs=_push(w.obs, obs), action=_push(w.action, jnp.zeros_like(w.action[:, 0])),
                    rtg=_push(w.rtg, ctx.rtg), ctg=_push(w.ctg, ctx.ctg),
                    timestep=_push(w.timestep, ctx.timestep), mask=_push(w.mask, jnp.ones(size)))
-  action = _predict(ctx.config, params, obs_mean, obs_std, window)[:, -1]
+  action = _predict(ctx.config, params, obs_mean, obs_std, window, outputs='last')[:, -1]
   return (action[0] if ctx.single else action), ctx.replace(window=window)
 
 

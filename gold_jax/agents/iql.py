@@ -81,6 +81,10 @@ class Critic:
   v_opt_state: optax.OptState
 
 
+# The State fields that acting reads (see `common.acting_view`).
+ACTING_FIELDS = ('actor_params',)
+
+
 @flax.struct.dataclass
 class State:
   actor_params: Params
@@ -301,9 +305,13 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
 update, update_n = common.make_update_fns(_update_step)
 
 
-@functools.partial(jax.jit, static_argnames='deterministic')
 def act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool = False) -> jax.Array:
   """Mean action (tanh'ed for 'sac') if deterministic, else a sample clipped to [-1, 1]."""
+  return _act(common.acting_view(state, *ACTING_FIELDS), obs, key, deterministic=deterministic)
+
+
+@functools.partial(jax.jit, static_argnames='deterministic')
+def _act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax.Array:
   obs, single = common.as_batch(obs)
   actor, _, _ = _networks(state.config, state.act_dim)
   mean, log_std = actor.apply({'params': state.actor_params}, obs)

@@ -57,6 +57,10 @@ class Config:
     object.__setattr__(self, 'hidden_dims', tuple(self.hidden_dims))
 
 
+# The State fields that acting reads (see `common.acting_view`).
+ACTING_FIELDS = ('actor_params',)
+
+
 @flax.struct.dataclass
 class State:
   actor_params: Params
@@ -230,9 +234,13 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
 update, update_n = common.make_update_fns(_update_step)
 
 
-@functools.partial(jax.jit, static_argnames='deterministic')
 def act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool = False) -> jax.Array:
   """tanh(mean) if deterministic, else a tanh-Gaussian sample; `obs` (obs_dim,) or (n, obs_dim)."""
+  return _act(common.acting_view(state, *ACTING_FIELDS), obs, key, deterministic=deterministic)
+
+
+@functools.partial(jax.jit, static_argnames='deterministic')
+def _act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax.Array:
   obs, single = common.as_batch(obs)
   actor, _ = _networks(state.config, state.act_dim)
   mean, log_std = actor.apply({'params': state.actor_params}, obs)

@@ -8,7 +8,7 @@ token, which by causality sees everything up to s_t but not a_t.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -48,16 +48,26 @@ class MlpBlock(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-  """Pre-LayerNorm block: x + attention(LN(x)); x + MLP(LN(x))."""
+  """Pre-LayerNorm block: x + attention(LN(x)); x + MLP(LN(x)).
+
+  With `select`, only the tokens `select(x)` query the attention (all tokens still serve as
+  keys and values) and the block returns just their outputs: the last block of a model that
+  reads a few tokens' outputs need not compute the others.
+  """
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, training: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array, training: bool,
+               select: Optional[Callable[[jax.Array], jax.Array]] = None) -> jax.Array:
     cfg = self.config
     h = nn.LayerNorm()(x)
+    queries = h
+    if select is not None:  # mask (B, heads, L, L) -> (B, heads, L', L).
+      queries, x = select(h), select(x)
+      mask = jax.vmap(select, in_axes=1, out_axes=1)(mask)
     h = nn.MultiHeadDotProductAttention(
         num_heads=cfg.num_heads, dropout_rate=cfg.dropout_rate, kernel_init=_init,
-        deterministic=not training)(h, h, mask=mask)
+        deterministic=not training)(queries, h, mask=mask)
     x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=not training)
     return x + MlpBlock(cfg)(nn.LayerNorm()(x), training)
 
@@ -69,10 +79,20 @@ class DecisionTransformer(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array, action: jax.Array, rtg: jax.Array, ctg: jax.Array,
                timestep: jax.Array, mask: Optional[jax.Array] = None,
-               training: bool = False) -> jax.Array:
-    """obs (B, K, obs_dim), action (B, K, act_dim), rtg/ctg/mask (B, K), timestep (B, K) int."""
+               training: bool = False, outputs: str = 'all') -> jax.Array:
+    """obs (B, K, obs_dim), action (B, K, act_dim), rtg/ctg/mask (B, K), timestep (B, K) int.
+
+    `outputs='all'` predicts the action of every step, (B, K, act_dim), computing the last
+    block only at the observation tokens; `'last'` predicts the last step's action only,
+    (B, 1, act_dim), without the (unknown) last action token: the acting path. `'reference'`
+    is `'all'` computed at every token of every block, as the original Decision Transformer
+    does; the three agree to float rounding.
+    """
+    if outputs not in ('all', 'last', 'reference'):
+      raise ValueError(f"outputs must be 'all', 'last' or 'reference', got {outputs!r}")
     cfg = self.config
     batch, steps = rtg.shape
+    per_step = cfg.tokens_per_step
     if mask is None:
       mask = jnp.ones((batch, steps), jnp.float32)
     time = nn.Embed(cfg.max_timestep, cfg.embed_dim, embedding_init=_init, name='embed_time')(
@@ -84,16 +104,24 @@ class DecisionTransformer(nn.Module):
     tokens += [dense('embed_obs')(obs), dense('embed_action')(action)]
     # (B, K, tokens_per_step, E) -> (B, K * tokens_per_step, E): R_1, s_1, a_1, R_2, ...
     x = jnp.stack([t + time for t in tokens], axis=2).reshape(batch, -1, cfg.embed_dim)
+    token_mask = jnp.repeat(mask, per_step, axis=1)
+    if outputs == 'last':  # The last token is then the last observation.
+      x, token_mask = x[:, :-1], token_mask[:, :-1]
     x = nn.LayerNorm(name='embed_ln')(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not training)
 
-    token_mask = jnp.repeat(mask, cfg.tokens_per_step, axis=1)
     attention_mask = nn.combine_masks(
         nn.make_causal_mask(token_mask),
         nn.make_attention_mask(jnp.ones_like(token_mask), token_mask))
+    if outputs == 'last':
+      select = lambda t: t[:, -1:]
+    else:  # The observation tokens, (B, K, ...).
+      select = lambda t: t.reshape(t.shape[0], steps, per_step, *t.shape[2:])[:, :, -2]
     for i in range(cfg.num_layers):
-      x = TransformerBlock(cfg, name=f'block_{i}')(x, attention_mask, training)
+      last = i == cfg.num_layers - 1 and outputs != 'reference'
+      x = TransformerBlock(cfg, name=f'block_{i}')(x, attention_mask, training,
+                                                   select if last else None)
     x = nn.LayerNorm(name='final_ln')(x)
-
-    obs_token = x.reshape(batch, steps, cfg.tokens_per_step, cfg.embed_dim)[:, :, -2]
-    return jnp.tanh(nn.Dense(cfg.act_dim, kernel_init=_init, name='action_head')(obs_token))
+    if outputs == 'reference':
+      x = select(x)
+    return jnp.tanh(nn.Dense(cfg.act_dim, kernel_init=_init, name='action_head')(x))
