@@ -99,7 +99,9 @@ def _done(path: str) -> Optional[Dict[str, Any]]:
   return None
 
 
-def _finish(path: str, result: Dict[str, Any]) -> Dict[str, Any]:
+def _finish(path: str, result: Dict[str, Any], started: float) -> Dict[str, Any]:
+  """Writes `result.json` with the run's start (Unix time) and duration in seconds."""
+  result = dict(result, started=started, seconds=time.time() - started)
   os.makedirs(path, exist_ok=True)
   results.write_text(os.path.join(path, 'result.json'), json.dumps(result, indent=1))
   error = os.path.join(path, 'error.txt')
@@ -117,6 +119,7 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
   if previous is not None:
     return previous
   overrides = _scale(scale, task)
+  started = time.time()
   try:
     if stage == 'expert':
       from experiments import collect
@@ -124,14 +127,14 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
       summary = collect.run(config, path)
       return _finish(path, {'dataset': summary['dataset'],
                             'reward': summary.get('expert_reward_mean'),
-                            'cost': summary.get('expert_cost_mean')})
+                            'cost': summary.get('expert_cost_mean')}, started)
     if stage in ('bc', 'dt'):
       from experiments import train_guide
       dataset = _done(os.path.join(base, 'expert'))['dataset']
       config = train_guide.Config(algo=stage, dataset=dataset, task=task, seed=seed,
                                   **overrides['guide'])
       summary = train_guide.run(config, path)
-      return _finish(path, _eval_result(summary, method or stage.upper()))
+      return _finish(path, _eval_result(summary, method or stage.upper()), started)
     from experiments import distill
     guide, backbone = DISTILL_METHODS[method]
     ckpt = os.path.join(base, guide) if guide != 'none' else ''
@@ -148,7 +151,7 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
     summary = distill.train_and_evaluate(config, path)
     if summary.get('interrupted'):
       raise KeyboardInterrupt
-    return _finish(path, _eval_result(summary, method))
+    return _finish(path, _eval_result(summary, method), started)
   except Exception as e:  # pylint: disable=broad-except  # One failed cell never stops a sweep.
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, 'error.txt'), 'w') as f:
@@ -201,7 +204,32 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   _run_all([(_stage_of(m), t, s, config.scale, workdir, m) for t, s in pairs for m in online],
            config.workers, 'online')
   seconds = time.perf_counter() - start
+  timing = parallel_timing(config, workdir, since=time.time() - seconds)
+  if timing:
+    print(timing)
+    results.write_text(os.path.join(workdir, 'timing.md'), timing + '\n')
   return write_report(config, workdir, seconds)
+
+
+def parallel_timing(config: Config, workdir: str, since: float) -> str:
+  """Seed-parallel speed-up of the runs started after `since`: their summed run time over the
+  wall-clock span from the first start to the last end (1.0 for one worker, at most
+  `workers`); '' if no run was timed."""
+  spans = []
+  for task in config.tasks:
+    for seed in _seeds(config):
+      base = os.path.join(workdir, task, f'seed{seed}')
+      for stage in sorted(os.listdir(base)) if os.path.isdir(base) else ():
+        done = _done(os.path.join(base, stage))
+        if done and done.get('started', 0.0) >= since and 'seconds' in done:
+          spans.append((done['started'], done['started'] + done['seconds']))
+  if not spans:
+    return ''
+  busy = sum(end - start for start, end in spans)
+  wall = max(end for _, end in spans) - min(start for start, _ in spans)
+  return (f'{len(spans)} runs, {busy / 60:.1f} min of run time in {wall / 60:.1f} min wall-clock '
+          f'with {config.workers} worker process(es): seed-parallel speed-up '
+          f'{busy / max(wall, 1e-9):.2f}x')
 
 
 def _seeds(config: Config) -> range:

@@ -25,6 +25,13 @@ def test_smoke_sweep_fills_every_cell(sweep):
   assert all(m in md for m in results.METHODS) and '—' not in md.split('\n\n')[0]
   assert os.path.getsize(os.path.join(workdir, 'curves_Car-Circle.png')) > 0
   assert os.path.exists(os.path.join(workdir, 'table1.csv'))
+  # Every run of this invocation (expert, 2 guides, 5 online) is timed; one worker runs them
+  # one after another.
+  timing = open(os.path.join(workdir, 'timing.md')).read()
+  assert timing.startswith('8 runs') and '1 worker' in timing, timing
+  speedup = float(timing.rsplit(' ', 1)[-1].rstrip('x\n'))
+  assert 0.5 < speedup <= 1.01, timing
+  assert table1.parallel_timing(config, workdir, since=2e9) == ''  # No run after that time.
 
 
 def test_rerun_reuses_results_and_marks_failures(sweep):
