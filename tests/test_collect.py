@@ -42,11 +42,9 @@ def test_rollout_records_consistent_episodes():
     assert not episode['timeouts'][:-1].any()
     assert np.all(np.abs(episode['actions']) <= 1.0)
   # Clean episodes replay the policy exactly; episode i starts from the state of seed 5 + i.
-  # (bullet resets leave residual velocities of order 1e-3, so starts match only closely.)
   np.testing.assert_array_equal(episodes[0]['actions'], np.tile([0.5, -0.5], (15, 1)))
   for i in range(3):
-    np.testing.assert_allclose(episodes[i]['observations'][0], again[i]['observations'][0],
-                               atol=5e-3)
+    np.testing.assert_array_equal(episodes[i]['observations'][0], again[i]['observations'][0])
   # The noisy episode plays uniform random actions.
   assert np.abs(episodes[1]['actions'] - np.array([0.5, -0.5])).max() > 0.5
 

@@ -188,6 +188,17 @@ def test_seeding_is_reproducible_and_private():
       a.reset(seed=-1)
 
 
+@pytest.mark.parametrize('task', ['Car-Circle', 'Car-Gather'])
+def test_bullet_reset_after_an_episode_equals_a_fresh_reset(task):
+  """The last action's motor targets must not leak into the next episode's start."""
+  with envs.make(task, seed=0) as used, envs.make(task, seed=0) as fresh:
+    used.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+      used.step(rng.uniform(-1, 1, used.act_dim))
+    np.testing.assert_array_equal(used.reset(seed=3)[0], fresh.reset(seed=3)[0])
+
+
 def test_fast_reset_keeps_physics_and_observations():
   """Worlds compiled without the skybox (no render_mode) step exactly like rendered ones."""
   with envs.make('Car-Goal', seed=1) as fast, \

@@ -78,6 +78,11 @@ class BulletEnv(GymnasiumSafeEnv):
   def _reset(self, seed):
     if seed is not None:
       self._random.reseed(seed)
+    # The simulator restores a saved state on reset, but the motor targets set by the last
+    # action survive it and act during the reset's own physics step: zero them first, so a
+    # reset gives the same start as in a fresh env.
+    agent = self.env.unwrapped.agent
+    agent.apply_action(np.zeros(agent.act_dim, np.float32))
     with self._random.active():
       return self.env.reset()
 
