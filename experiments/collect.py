@@ -35,11 +35,10 @@ from gold_jax import envs
 from gold_jax import jsrl
 from gold_jax import logger as logger_lib
 from gold_jax.agents import sac
-from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data.replay import ReplayBuffer
 from gold_jax.data.trajectories import TrajectoryDataset
 from gold_jax.evaluation import evaluate
-from gold_jax.loop import GuidedLoop, LoopConfig
+from gold_jax.loop import GuidedLoop, LoopCheckpoints, LoopConfig
 from gold_jax.policies import MLPPolicy
 
 EXPERTS = ('sac_lag', 'sac_shaped')
@@ -170,40 +169,6 @@ def expert_config(config: Config, spec) -> sac.Config:
                     lambda_method=config.lambda_method, lambda_lr=config.lambda_lr)
 
 
-class ExpertRun:
-  """Checkpoints of the expert run: learner state, replay buffer and loop state together."""
-
-  def __init__(self, workdir: str):
-    self.directory = os.path.join(workdir, 'checkpoints')
-    self.manager = CheckpointManager(self.directory, max_to_keep=2)
-
-  def _replay_path(self, step: int) -> str:
-    return os.path.join(self.directory, f'replay_{step}.npz')
-
-  def save(self, runner: GuidedLoop, extra: Dict[str, Any]) -> None:
-    runner.buffer.save(self._replay_path(runner.step))  # First: a listed step has its buffer.
-    self.manager.save(runner.step, runner.state, extra={'loop': runner.state_dict(), **extra})
-    keep = set(self.manager.all_steps())
-    for name in os.listdir(self.directory):
-      if name.startswith('replay_') and name.endswith('.npz'):
-        if int(name[len('replay_'):-len('.npz')]) not in keep:
-          os.remove(os.path.join(self.directory, name))
-
-  def restore(self, runner: GuidedLoop) -> Dict[str, Any]:
-    step = self.manager.latest_step()
-    runner.state = self.manager.restore(runner.state, step)
-    runner.student.state = runner.state
-    extra = self.manager.read_metadata(step)['extra']
-    replay = self._replay_path(step)
-    if os.path.exists(replay):
-      runner.buffer = ReplayBuffer.load(replay)
-    runner.load_state_dict(extra['loop'])
-    return extra
-
-  def close(self) -> None:
-    self.manager.close()
-
-
 def train_expert(config: Config, workdir: str, env, eval_env) -> sac.State:
   """Trains (or resumes, or reuses) the SAC expert; returns its final state."""
   spec = env.spec
@@ -217,8 +182,8 @@ def train_expert(config: Config, workdir: str, env, eval_env) -> sac.State:
   runner = GuidedLoop(env, policy, student, sac, state, buffer, None,
                       LoopConfig(config.utd, config.train_every, config.batch_size,
                                  config.learning_starts), seed=config.seed)
-  run = ExpertRun(workdir)
-  resume_step = run.manager.latest_step()
+  run = LoopCheckpoints(workdir)
+  resume_step = run.latest_step()
   logger = logger_lib.MetricLogger(workdir, use_tensorboard=config.tensorboard,
                                    resume_step=resume_step)
   meta = {'algo': 'sac', 'role': 'expert', 'task': spec.name, 'obs_dim': env.obs_dim,

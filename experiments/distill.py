@@ -16,10 +16,8 @@ resumes from the last checkpoint; Ctrl-C saves a checkpoint and exits.
 
 import copy
 import dataclasses
-import glob
 import json
 import os
-import re
 import signal
 import threading
 from typing import Any, Dict, Optional, Tuple
@@ -32,14 +30,12 @@ import tqdm
 
 from gold_jax import envs, jsrl
 from gold_jax.agents import cvpo, iql
-from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data.replay import ReplayBuffer
 from gold_jax.evaluation import evaluate
 from gold_jax import logger as logger_lib
 from gold_jax import plots
-from gold_jax.loop import GuidedLoop, LoopConfig
-from gold_jax.policies import (MLPPolicy, init_state, load_guide, read_guide_metadata,
-                               uncommitted)
+from gold_jax.loop import GuidedLoop, LoopCheckpoints, LoopConfig
+from gold_jax.policies import MLPPolicy, init_state, load_guide, read_guide_metadata
 
 GUIDES = ('dt', 'bc', 'none')
 BACKBONES = {'iql': iql, 'cvpo': cvpo}
@@ -170,41 +166,6 @@ def _write_config(config: Config, workdir: str) -> None:
   os.replace(path + '.tmp', path)
 
 
-class _Run:
-  """Checkpointing of everything a resumed run needs: learner state, buffer, loop state."""
-
-  def __init__(self, workdir: str):
-    self.directory = os.path.join(workdir, 'checkpoints')
-    self.manager = CheckpointManager(self.directory, max_to_keep=2)
-
-  def _replay_path(self, step: int) -> str:
-    return os.path.join(self.directory, f'replay_{step}.npz')
-
-  def save(self, runner: GuidedLoop, extra: Dict[str, Any]) -> None:
-    step = runner.step
-    runner.buffer.save(self._replay_path(step))  # First: a listed checkpoint has its buffer.
-    self.manager.save(step, runner.state, extra={'loop': runner.state_dict(), **extra})
-    keep = set(self.manager.all_steps())
-    for path in glob.glob(os.path.join(self.directory, 'replay_*.npz')):
-      if int(re.findall(r'replay_(\d+)\.npz', path)[0]) not in keep:
-        os.remove(path)
-
-  def latest_step(self) -> Optional[int]:
-    return self.manager.latest_step()
-
-  def restore(self, runner: GuidedLoop) -> Dict[str, Any]:
-    step = self.latest_step()
-    runner.state = uncommitted(self.manager.restore(runner.state, step))
-    runner.student.state = runner.state
-    extra = self.manager.read_metadata(step)['extra']
-    runner.buffer = ReplayBuffer.load(self._replay_path(step))
-    runner.load_state_dict(extra['loop'])
-    return extra
-
-  def close(self) -> None:
-    self.manager.close()
-
-
 class StopOnSigint:
   """Within the block, Ctrl-C (SIGINT) asks the loop to stop at its next step; twice aborts.
 
@@ -286,7 +247,7 @@ def _train(config: Config, workdir: str, spec, env, eval_env) -> Dict[str, float
                            config.learning_starts)
   runner = GuidedLoop(env, policy, student, module, state, buffer, schedule, loop_config,
                       seed=config.seed)
-  run = _Run(workdir)
+  run = LoopCheckpoints(workdir)
   resume_step = run.latest_step()
   logger = logger_lib.MetricLogger(workdir, resume_step=resume_step)
   eval_guide = copy.copy(guide)  # Its own acting context: evaluation never disturbs training.

@@ -14,6 +14,9 @@ Every `train_every` env steps the learner makes `k = utd * train_every` updates 
 """
 
 import dataclasses
+import glob
+import os
+import re
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -21,8 +24,10 @@ import jax
 import numpy as np
 
 from gold_jax.agents.common import check_finite
+from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data.replay import GUIDE, STUDENT, ReplayBuffer
 from gold_jax.jsrl import JSRLPolicy
+from gold_jax.policies import uncommitted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,3 +264,44 @@ class GuidedLoop:
     if self.schedule is not None:
       self.schedule.load_state_dict(state['schedule'])
     self.obs = None
+
+
+class LoopCheckpoints:
+  """Checkpoints of a `GuidedLoop` run in `workdir/checkpoints`: learner state, replay buffer
+  and loop state (step, RNGs, schedule) together, so that a restart resumes the run exactly.
+
+  The buffer of step s is written before the checkpoint of step s, so every listed step has
+  its buffer; buffers of steps no longer kept are removed.
+  """
+
+  def __init__(self, workdir: str, max_to_keep: int = 2):
+    self.directory = os.path.join(workdir, 'checkpoints')
+    self.manager = CheckpointManager(self.directory, max_to_keep=max_to_keep)
+
+  def _replay_path(self, step: int) -> str:
+    return os.path.join(self.directory, f'replay_{step}.npz')
+
+  def save(self, runner: GuidedLoop, extra: Dict[str, Any]) -> None:
+    step = runner.step
+    runner.buffer.save(self._replay_path(step))
+    self.manager.save(step, runner.state, extra={'loop': runner.state_dict(), **extra})
+    keep = set(self.manager.all_steps())
+    for path in glob.glob(os.path.join(self.directory, 'replay_*.npz')):
+      if int(re.findall(r'replay_(\d+)\.npz', path)[0]) not in keep:
+        os.remove(path)
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def restore(self, runner: GuidedLoop) -> Dict[str, Any]:
+    """Puts the latest checkpoint into `runner`; returns the `extra` saved with it."""
+    step = self.latest_step()
+    runner.state = uncommitted(self.manager.restore(runner.state, step))
+    runner.student.state = runner.state
+    extra = self.manager.read_metadata(step)['extra']
+    runner.buffer = ReplayBuffer.load(self._replay_path(step))
+    runner.load_state_dict(extra['loop'])
+    return extra
+
+  def close(self) -> None:
+    self.manager.close()
