@@ -38,3 +38,13 @@ def tanh_gaussian_log_prob(mean, log_std, action, eps=1e-6):
   a = jnp.clip(action, -1.0 + eps, 1.0 - eps)
   u = jnp.arctanh(a)
   return gaussian_log_prob(mean, log_std, u) - _tanh_log_det(u)
+
+
+def policy_action(key, mean, log_std, deterministic: bool, squash: bool):
+  """An action in [-1, 1] of a Gaussian policy head: the mode if `deterministic`, else a
+  sample; `squash` puts it through tanh (tanh-Gaussian policies), else it is clipped."""
+  if squash:
+    action = jnp.tanh(mean) if deterministic else tanh_gaussian_sample(key, mean, log_std)[0]
+  else:
+    action = mean if deterministic else gaussian_sample(key, mean, log_std)
+  return jnp.clip(action, -1.0, 1.0)

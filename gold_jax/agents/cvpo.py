@@ -30,7 +30,7 @@ import optax
 from gold_jax.agents import cvpo_ops
 from gold_jax.agents.common import (acting_view, as_batch, check_batch, make_update_fns,
                                      soft_update)
-from gold_jax.distributions import gaussian_sample
+from gold_jax.distributions import gaussian_sample, policy_action
 from gold_jax.networks.policies import GaussianPolicy
 from gold_jax.networks.values import QEnsemble
 from gold_jax.types import Metrics, Params, PRNGKey, Transition
@@ -283,5 +283,5 @@ def act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool = False)
 def _act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax.Array:
   obs, single = as_batch(obs)
   mean, log_std = _policy(state.config, state.act_dim).apply(state.policy_params, obs)
-  action = mean if deterministic else jnp.clip(gaussian_sample(key, mean, log_std), -1.0, 1.0)
+  action = policy_action(key, mean, log_std, deterministic, squash=False)
   return action[0] if single else action

@@ -315,11 +315,6 @@ def _act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax
   obs, single = common.as_batch(obs)
   actor, _, _ = _networks(state.config, state.act_dim)
   mean, log_std = actor.apply({'params': state.actor_params}, obs)
-  if state.config.actor_loss == 'awr':
-    action = mean if deterministic else distributions.gaussian_sample(key, mean, log_std)
-  elif deterministic:
-    action = jnp.tanh(mean)
-  else:
-    action, _ = distributions.tanh_gaussian_sample(key, mean, log_std)
-  action = jnp.clip(action, -1.0, 1.0)
+  action = distributions.policy_action(key, mean, log_std, deterministic,
+                                       squash=state.config.actor_loss == 'sac')
   return action[0] if single else action

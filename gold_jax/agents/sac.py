@@ -244,9 +244,5 @@ def _act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool) -> jax
   obs, single = common.as_batch(obs)
   actor, _ = _networks(state.config, state.act_dim)
   mean, log_std = actor.apply({'params': state.actor_params}, obs)
-  if deterministic:
-    action = jnp.tanh(mean)
-  else:
-    action, _ = distributions.tanh_gaussian_sample(key, mean, log_std)
-  action = jnp.clip(action, -1.0, 1.0)
+  action = distributions.policy_action(key, mean, log_std, deterministic, squash=True)
   return action[0] if single else action
