@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import learner_checks
 from absl.testing import parameterized
 
 from gold_jax.agents import iql, iql_losses, lagrange
@@ -18,16 +20,7 @@ SMALL = iql.Config(hidden_dims=(32, 32))
 
 
 def random_batch(seed, n=BATCH, k=None, cost_p=0.3):
-  rng = np.random.default_rng(seed)
-  lead = (n,) if k is None else (k, n)
-  f32 = lambda x: jnp.asarray(x, jnp.float32)
-  return Transition(
-      obs=f32(rng.normal(size=lead + (OBS_DIM,))),
-      action=f32(rng.uniform(-1, 1, size=lead + (ACT_DIM,))),
-      reward=f32(rng.normal(size=lead)),
-      cost=f32(rng.uniform(size=lead) < cost_p),
-      next_obs=f32(rng.normal(size=lead + (OBS_DIM,))),
-      terminated=f32(rng.uniform(size=lead) < 0.1))
+  return learner_checks.random_batch(seed, OBS_DIM, ACT_DIM, n, k, cost_p)
 
 
 class LossTest(chex.TestCase):
@@ -149,29 +142,11 @@ def test_wrong_batch_rejected_naming_field():
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_no_recompilation(name):
-  state = iql.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, CONFIGS[name])
-  state, _ = iql.update(state, random_batch(0))
-  state, _ = iql.update_n(state, random_batch(0, k=K))
-  iql.act(state, jnp.zeros(OBS_DIM), jax.random.PRNGKey(0))
-  sizes = (iql.update._cache_size(), iql.update_n._cache_size(), iql._act._cache_size())
-  for i in range(10):
-    state, _ = iql.update(state, random_batch(i))
-    state, _ = iql.update_n(state, random_batch(i, k=K))
-    iql.act(state, jnp.zeros(OBS_DIM), jax.random.PRNGKey(i))
-  # A fresh state of the same configuration reuses the compiled programs too.
-  state = iql.init(jax.random.PRNGKey(1), OBS_DIM, ACT_DIM, CONFIGS[name])
-  iql.update_n(state, random_batch(0, k=K))
-  assert (iql.update._cache_size(), iql.update_n._cache_size(), iql._act._cache_size()) == sizes
+  learner_checks.assert_no_recompilation(iql, CONFIGS[name], OBS_DIM, ACT_DIM, BATCH, K)
 
 
 def test_same_key_same_result():
-  def run(seed):
-    state = iql.init(jax.random.PRNGKey(seed), OBS_DIM, ACT_DIM, CONFIGS['sac'])
-    return iql.update_n(state, random_batch(0, k=K))
-  (s1, m1), (s2, m2), (s3, _) = run(0), run(0), run(1)
-  chex.assert_trees_all_equal(m1, m2)
-  chex.assert_trees_all_equal(s1, s2)
-  assert not np.allclose(s1.actor_params['Dense_0']['kernel'], s3.actor_params['Dense_0']['kernel'])
+  learner_checks.assert_same_key_same_result(iql, CONFIGS['sac'], OBS_DIM, ACT_DIM, BATCH, K)
 
 
 @pytest.mark.parametrize('lam', [0.0, 2.0])

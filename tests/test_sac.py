@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import learner_checks
+
 from gold_jax import distributions
 from gold_jax.agents import lagrange, sac
 from gold_jax.networks.policies import GaussianPolicy
@@ -30,16 +32,7 @@ KEYS = {'loss/critic', 'loss/cost_critic', 'loss/actor', 'loss/alpha', 'training
 
 
 def random_batch(seed, n=BATCH, k=None):
-  rng = np.random.default_rng(seed)
-  lead = (n,) if k is None else (k, n)
-  f32 = lambda x: jnp.asarray(x, jnp.float32)
-  return Transition(
-      obs=f32(rng.normal(size=lead + (OBS_DIM,))),
-      action=f32(rng.uniform(-1, 1, size=lead + (ACT_DIM,))),
-      reward=f32(rng.normal(size=lead)),
-      cost=f32(rng.uniform(size=lead) < 0.3),
-      next_obs=f32(rng.normal(size=lead + (OBS_DIM,))),
-      terminated=f32(rng.uniform(size=lead) < 0.1))
+  return learner_checks.random_batch(seed, OBS_DIM, ACT_DIM, n, k)
 
 
 class LossTest(chex.TestCase):
@@ -114,28 +107,11 @@ def test_wrong_batch_rejected_naming_field():
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_no_recompilation(name):
-  state = sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, CONFIGS[name])
-  state, _ = sac.update(state, random_batch(0))
-  state, _ = sac.update_n(state, random_batch(0, k=K))
-  sac.act(state, jnp.zeros(OBS_DIM), jax.random.PRNGKey(0))
-  sizes = (sac.update._cache_size(), sac.update_n._cache_size(), sac._act._cache_size())
-  for i in range(10):
-    state, _ = sac.update(state, random_batch(i))
-    state, _ = sac.update_n(state, random_batch(i, k=K))
-    sac.act(state, jnp.zeros(OBS_DIM), jax.random.PRNGKey(i))
-  state = sac.init(jax.random.PRNGKey(1), OBS_DIM, ACT_DIM, CONFIGS[name])
-  sac.update_n(state, random_batch(0, k=K))
-  assert (sac.update._cache_size(), sac.update_n._cache_size(), sac._act._cache_size()) == sizes
+  learner_checks.assert_no_recompilation(sac, CONFIGS[name], OBS_DIM, ACT_DIM, BATCH, K)
 
 
 def test_same_key_same_result():
-  def run(seed):
-    state = sac.init(jax.random.PRNGKey(seed), OBS_DIM, ACT_DIM, CONFIGS['lagrangian'])
-    return sac.update_n(state, random_batch(0, k=K))
-  (s1, m1), (s2, m2), (s3, _) = run(0), run(0), run(1)
-  chex.assert_trees_all_equal(m1, m2)
-  chex.assert_trees_all_equal(s1, s2)
-  assert not np.allclose(s1.actor_params['Dense_0']['kernel'], s3.actor_params['Dense_0']['kernel'])
+  learner_checks.assert_same_key_same_result(sac, CONFIGS['lagrangian'], OBS_DIM, ACT_DIM, BATCH, K)
 
 
 def test_fixed_lambda_actor_loss_hand_check():
