@@ -230,9 +230,6 @@ def _act_context(params: Params, obs_mean: jax.Array, obs_std: jax.Array, ctx: C
   window = Segment(obs=_push(w.obs, obs), action=_push(w.action, jnp.zeros_like(w.action[:, 0])),
                    rtg=_push(w.rtg, ctx.rtg), ctg=_push(w.ctg, ctx.ctg),
                    timestep=_push(w.timestep, ctx.timestep), mask=_push(w.mask, jnp.ones(size)))
-  # Materialise the pushed window once: fused into its consumers, XLA:CPU recomputed the
-  # concatenations inside the model and a decision took about twice as long.
-  window = jax.lax.optimization_barrier(window)
   action = _predict(ctx.config, params, obs_mean, obs_std, window, outputs='last')[:, -1]
   return (action[0] if ctx.single else action), ctx.replace(window=window)
 
