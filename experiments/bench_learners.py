@@ -196,11 +196,24 @@ def bench_dt(batch: int, obs_dim: int, act_dim: int, k: int, reps: int, latency_
     action.block_until_ready()
 
   latency = _median_seconds(decide, latency_calls, warmup=5)
+  # One call for a vector env of 16 copies: what the guided collection loop pays per step.
+  ctx16 = dt.init_context(state, target_return=10.0, n=16)
+  obs16 = rng.normal(size=(16, obs_dim)).astype(np.float32)
+
+  def decide16():
+    nonlocal ctx16
+    action, ctx16 = dt.act_context(state, ctx16, obs16)
+    action.block_until_ready()
+
+  latency16 = _median_seconds(decide16, max(latency_calls // 10, 5), warmup=3)
+  act_flops = xla_flops(dt._act_context, state.params, state.obs_mean, state.obs_std,
+                        dt.init_context(state, 10.0), obs)
   return {
       'train_steps_per_s': k / seconds, 'update_n_seconds': seconds, 'batch': batch,
       'update_n_recompiles': recompiles,
       'context_len': config.context_len, 'flops_per_update': flops,
-      'params': count_params(state), 'act_latency_ms': latency * 1e3}
+      'params': count_params(state), 'act_latency_ms': latency * 1e3,
+      'act_flops': act_flops, 'act16_latency_ms': latency16 * 1e3}
 
 
 def _unavailable(error: BaseException) -> Dict[str, str]:
@@ -247,7 +260,9 @@ def run(batch: int = 256, hidden: int = 256, obs_dim: int = 60, act_dim: int = 2
         r = bench_dt(dt_batch, obs_dim, act_dim, k, reps, latency_calls, dt_config, seed)
         log(f'dt: {r["train_steps_per_s"]:.2f} train steps/s (batch {r["batch"]} x K '
             f'{r["context_len"]}), {_fmt(r["flops_per_update"], ".3g")} FLOPs/step, '
-            f'{r["params"]:,} params, act_context {r["act_latency_ms"]:.3f} ms')
+            f'{r["params"]:,} params, act_context {r["act_latency_ms"]:.3f} ms '
+            f'({_fmt(r["act_flops"], ".3g")} FLOPs), 16 envs in one call '
+            f'{r["act16_latency_ms"]:.3f} ms ({r["act16_latency_ms"] / 16:.3f} ms each)')
       elif name in MLP_LEARNERS:
         r = bench_mlp_learner(name, batch, hidden, obs_dim, act_dim, k, reps, latency_calls,
                               seed)
