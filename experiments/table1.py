@@ -49,6 +49,7 @@ class Config:
   scale: str = 'laptop'  # Budget preset: smoke (tests), laptop (CPU, minutes), paper.
   workers: int = 1  # Runs in parallel processes (one JAX process per run).
   report_only: bool = False  # Only write the table from the runs that finished.
+  dt_cost_token: bool = False  # DT guides also condition on the cost-to-go (target: kappa).
 
 
 def _scale(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
@@ -110,7 +111,8 @@ def _finish(path: str, result: Dict[str, Any], started: float) -> Dict[str, Any]
   return result
 
 
-def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = '') -> Dict:
+def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = '',
+         dt_cost_token: bool = False) -> Dict:
   """One run in its own process; returns its result or {'error': ...}."""
   logging.set_verbosity(logging.WARNING)
   base = os.path.join(root, task, f'seed{seed}')
@@ -131,8 +133,11 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
     if stage in ('bc', 'dt'):
       from experiments import train_guide
       dataset = _done(os.path.join(base, 'expert'))['dataset']
+      guide_overrides = dict(overrides['guide'])
+      if stage == 'dt' and dt_cost_token:
+        guide_overrides['use_cost_token'] = True
       config = train_guide.Config(algo=stage, dataset=dataset, task=task, seed=seed,
-                                  **overrides['guide'])
+                                  **guide_overrides)
       summary = train_guide.run(config, path)
       return _finish(path, _eval_result(summary, method or stage.upper()), started)
     from experiments import distill
@@ -190,6 +195,7 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   if config.seeds < 1 or config.workers < 1:
     raise ValueError('--seeds and --workers must be at least 1')
   os.makedirs(workdir, exist_ok=True)
+  _check_sweep_settings(config, workdir)
   start = time.perf_counter()
   if config.report_only:
     return write_report(config, workdir)
@@ -198,8 +204,8 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   guides = sorted({g for m in config.methods
                    for g in ([m.lower()] if m in results.OFFLINE else
                              [DISTILL_METHODS[m][0]]) if g != 'none'})
-  _run_all([(g, t, s, config.scale, workdir) for t, s in pairs for g in guides],
-           config.workers, 'guides')
+  _run_all([(g, t, s, config.scale, workdir, '', config.dt_cost_token)
+            for t, s in pairs for g in guides], config.workers, 'guides')
   online = [m for m in config.methods if m in DISTILL_METHODS]
   _run_all([(_stage_of(m), t, s, config.scale, workdir, m) for t, s in pairs for m in online],
            config.workers, 'online')
@@ -230,6 +236,23 @@ def parallel_timing(config: Config, workdir: str, since: float) -> str:
   return (f'{len(spans)} runs, {busy / 60:.1f} min of run time in {wall / 60:.1f} min wall-clock '
           f'with {config.workers} worker process(es): seed-parallel speed-up '
           f'{busy / max(wall, 1e-9):.2f}x')
+
+
+def _check_sweep_settings(config: Config, workdir: str) -> None:
+  """Runs of one workdir share their budget and guide kind: a sweep with other settings
+  would reuse runs made with these, so it is refused (`sweep.json` records them)."""
+  path = os.path.join(workdir, 'sweep.json')
+  current = {'scale': config.scale, 'dt_cost_token': config.dt_cost_token}
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    differ = sorted(k for k in current if saved.get(k, False) != current[k])
+    if differ:
+      raise ValueError(f'{workdir} holds a sweep with other settings ('
+                       + ', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in differ)
+                       + '); use another --workdir')
+  elif not config.report_only:
+    results.write_text(path, json.dumps(current, indent=1))
 
 
 def _seeds(config: Config) -> range:
@@ -361,6 +384,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('first_seed', d.first_seed, 'First seed.', **kw)
   flags.DEFINE_integer('workers', d.workers, 'Parallel run processes.', **kw)
   flags.DEFINE_bool('report_only', d.report_only, 'Only write the table of finished runs.', **kw)
+  flags.DEFINE_bool('dt_cost_token', d.dt_cost_token,
+                    'DT guides also condition on the cost-to-go (target: the task\'s kappa).', **kw)
   flags.DEFINE_string('workdir', 'runs/table1', 'Sweep directory.', **kw)
 
 
@@ -373,7 +398,7 @@ def main(argv):
   try:
     config = Config(tasks=tuple(f.tasks), seeds=f.seeds, first_seed=f.first_seed,
                     methods=tuple(f.methods), scale=f.scale, workers=f.workers,
-                    report_only=f.report_only)
+                    report_only=f.report_only, dt_cost_token=f.dt_cost_token)
     run(config, f.workdir)
   except ValueError as e:
     raise app.UsageError(str(e)) from e

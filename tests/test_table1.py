@@ -1,5 +1,6 @@
 """`experiments/table1.py --scale=smoke` end to end: every method, table, curves, reruns."""
 
+import dataclasses
 import os
 
 import pytest
@@ -45,6 +46,11 @@ def test_rerun_reuses_results_and_marks_failures(sweep):
   assert 'Car-Circle/seed0/CVPO' in out['failed']
   assert 'FloatingPointError' in out['table']
   os.rename(os.path.join(cell, 'result.bak'), os.path.join(cell, 'result.json'))
+  # The same workdir with another budget or guide kind would mix runs: refused.
+  with pytest.raises(ValueError, match='dt_cost_token'):
+    table1.run(dataclasses.replace(config, dt_cost_token=True), workdir)
+  with pytest.raises(ValueError, match="scale: 'smoke' -> 'laptop'"):
+    table1.run(dataclasses.replace(config, scale='laptop'), workdir)
   # A rerun finds every result and trains nothing (fast); report_only never trains.
   assert not table1.run(config, workdir)['failed']
   only = table1.run(table1.Config(tasks=('Car-Circle',), seeds=2, scale='smoke',
@@ -58,3 +64,15 @@ def test_bad_input():
     table1.run(table1.Config(tasks=('No-Such-Task',)), '/nonexistent')
   with pytest.raises(ValueError, match='unknown methods'):
     table1.run(table1.Config(tasks=('Car-Circle',), methods=('PPO',)), '/nonexistent')
+
+
+def test_dt_guides_conditioned_on_cost_to_go(tmp_path):
+  config = table1.Config(tasks=('Car-Circle',), seeds=1, scale='smoke', methods=('DT',),
+                         dt_cost_token=True)
+  out = table1.run(config, str(tmp_path))
+  assert not out['failed']
+  from experiments import train_guide
+  from gold_jax.policies import load_guide
+  guide = load_guide(train_guide.checkpoint_dir(str(tmp_path / 'Car-Circle' / 'seed0' / 'dt')))
+  assert guide.state.config.use_cost_token
+  assert guide.target_cost == 10.0  # Car-Circle's kappa.
