@@ -40,6 +40,7 @@ from gold_jax.policies import MLPPolicy, init_state, load_guide, read_guide_meta
 GUIDES = ('dt', 'bc', 'none')
 BACKBONES = {'iql': iql, 'cvpo': cvpo}
 SCHEDULES = ('horizon', 'auto', 'prob')
+LAMBDA_RULES = ('fixed', 'lagrange', 'pid')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +68,9 @@ class Config:
   replay_capacity: int = 1_000_000  # Replay buffer size (capped at total_steps).
   eval_every: int = 10_000  # Env steps between evaluations (and checkpoints).
   eval_episodes: int = 10  # Episodes per evaluation, each with its own seed.
-  cost_coef: float = 1.0  # IQL: lambda of the shaped reward r - lambda c.
+  cost_coef: float = 1.0  # IQL: lambda of the shaped reward r - lambda c (initial if adapted).
+  iql_lambda: str = 'fixed'  # IQL lambda: 'fixed' (cost_coef, the paper), or adapted against
+                             # kappa by a cost critic: 'lagrange' or 'pid' (gold_jax.agents.lagrange).
   hidden_dims: Tuple[int, ...] = (256, 256)  # Student MLP (2x256; smaller only in tests).
   max_episode_steps: Optional[int] = None  # Episode length override (tests); None: the task's.
   env_options: Optional[Dict[str, Any]] = None  # Extra `envs.make` options (e.g. MetaDrive's
@@ -102,15 +105,19 @@ def validate(config: Config) -> None:
     raise ValueError(f'--prob_p0 must be a probability, got {config.prob_p0}')
   if config.cost_coef < 0:
     raise ValueError(f'--cost_coef must be >= 0, got {config.cost_coef}')
+  if config.iql_lambda not in LAMBDA_RULES:
+    raise ValueError(f'--iql_lambda must be one of {LAMBDA_RULES}, got {config.iql_lambda!r}')
 
 
 def learner_config(config: Config, spec):
   """The student's learner config; the task gives the cost limit and the episode length."""
   hidden = tuple(config.hidden_dims)
   if config.backbone == 'iql':
+    adapted = config.iql_lambda != 'fixed'
     return iql.Config(hidden_dims=hidden, actor_loss=config.iql_actor,
                       cost_coef=config.cost_coef, cost_limit=spec.cost_threshold,
-                      episode_len=spec.max_episode_steps)
+                      episode_len=spec.max_episode_steps, cost_critic=adapted,
+                      lambda_method=config.iql_lambda if adapted else 'lagrange')
   return cvpo.Config(hidden_dims=hidden, cost_limit_start=spec.cost_threshold,
                      cost_limit_end=spec.cost_threshold, episode_len=spec.max_episode_steps)
 
@@ -354,6 +361,9 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('eval_every', d.eval_every, 'Env steps between evaluations.', **kw)
   flags.DEFINE_integer('eval_episodes', d.eval_episodes, 'Episodes per evaluation.', **kw)
   flags.DEFINE_float('cost_coef', d.cost_coef, 'IQL: lambda of r - lambda c.', **kw)
+  flags.DEFINE_enum('iql_lambda', d.iql_lambda, LAMBDA_RULES,
+                    'IQL lambda: fixed (cost_coef) or adapted against kappa by a cost critic.',
+                    **kw)
   flags.DEFINE_integer('seed', d.seed, 'Random seed.', **kw)
   flags.DEFINE_string('workdir', None, 'Run directory.', **kw)
   flags.DEFINE_bool('progress', d.progress, 'Show a progress bar.', **kw)

@@ -50,6 +50,7 @@ class Config:
   workers: int = 1  # Runs in parallel processes (one JAX process per run).
   report_only: bool = False  # Only write the table from the runs that finished.
   dt_cost_token: bool = False  # DT guides also condition on the cost-to-go (target: kappa).
+  iql_lambda: str = 'fixed'  # IQL students' lambda: 'fixed' or adapted ('lagrange', 'pid').
 
 
 def _scale(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
@@ -112,7 +113,7 @@ def _finish(path: str, result: Dict[str, Any], started: float) -> Dict[str, Any]
 
 
 def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = '',
-         dt_cost_token: bool = False) -> Dict:
+         dt_cost_token: bool = False, iql_lambda: str = 'fixed') -> Dict:
   """One run in its own process; returns its result or {'error': ...}."""
   logging.set_verbosity(logging.WARNING)
   base = os.path.join(root, task, f'seed{seed}')
@@ -151,6 +152,8 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
       # A CVPO update costs about 10x an IQL one (32 sampled actions per state in the E-step):
       # fewer updates keep the laptop budget, at the price of a weaker CVPO.
       run_overrides['utd'] = 0.1
+    if backbone == 'iql':
+      run_overrides['iql_lambda'] = iql_lambda
     config = distill.Config(task=task, seed=seed, guide=guide, guide_ckpt=ckpt,
                             backbone=backbone, **run_overrides)
     summary = distill.train_and_evaluate(config, path)
@@ -207,8 +210,8 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   _run_all([(g, t, s, config.scale, workdir, '', config.dt_cost_token)
             for t, s in pairs for g in guides], config.workers, 'guides')
   online = [m for m in config.methods if m in DISTILL_METHODS]
-  _run_all([(_stage_of(m), t, s, config.scale, workdir, m) for t, s in pairs for m in online],
-           config.workers, 'online')
+  _run_all([(_stage_of(m), t, s, config.scale, workdir, m, config.dt_cost_token,
+             config.iql_lambda) for t, s in pairs for m in online], config.workers, 'online')
   seconds = time.perf_counter() - start
   timing = parallel_timing(config, workdir, since=time.time() - seconds)
   if timing:
@@ -242,11 +245,13 @@ def _check_sweep_settings(config: Config, workdir: str) -> None:
   """Runs of one workdir share their budget and guide kind: a sweep with other settings
   would reuse runs made with these, so it is refused (`sweep.json` records them)."""
   path = os.path.join(workdir, 'sweep.json')
-  current = {'scale': config.scale, 'dt_cost_token': config.dt_cost_token}
+  current = {'scale': config.scale, 'dt_cost_token': config.dt_cost_token,
+             'iql_lambda': config.iql_lambda}
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    differ = sorted(k for k in current if saved.get(k, False) != current[k])
+    defaults = {'dt_cost_token': False, 'iql_lambda': 'fixed'}  # Of sweeps that lack a key.
+    differ = sorted(k for k in current if saved.get(k, defaults.get(k)) != current[k])
     if differ:
       raise ValueError(f'{workdir} holds a sweep with other settings ('
                        + ', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in differ)
@@ -386,6 +391,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_bool('report_only', d.report_only, 'Only write the table of finished runs.', **kw)
   flags.DEFINE_bool('dt_cost_token', d.dt_cost_token,
                     'DT guides also condition on the cost-to-go (target: the task\'s kappa).', **kw)
+  flags.DEFINE_enum('iql_lambda', d.iql_lambda, ('fixed', 'lagrange', 'pid'),
+                    'IQL students: fixed lambda, or adapted against kappa by a cost critic.', **kw)
   flags.DEFINE_string('workdir', 'runs/table1', 'Sweep directory.', **kw)
 
 
@@ -398,7 +405,8 @@ def main(argv):
   try:
     config = Config(tasks=tuple(f.tasks), seeds=f.seeds, first_seed=f.first_seed,
                     methods=tuple(f.methods), scale=f.scale, workers=f.workers,
-                    report_only=f.report_only, dt_cost_token=f.dt_cost_token)
+                    report_only=f.report_only, dt_cost_token=f.dt_cost_token,
+                    iql_lambda=f.iql_lambda)
     run(config, f.workdir)
   except ValueError as e:
     raise app.UsageError(str(e)) from e

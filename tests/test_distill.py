@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import distill
+from gold_jax import envs
 from gold_jax import logger as logger_lib
 from gold_jax import policies
 from gold_jax.agents import bc, dt
@@ -140,6 +141,17 @@ def test_train_and_evaluate(tmp_path, guides, task, backbone, guide, schedule):
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
 
 
+@pytest.mark.parametrize('rule', ['lagrange', 'pid'])
+def test_adapted_lambda_learns_a_cost_critic(tmp_path, rule):
+  config = dataclasses.replace(TINY, guide='none', iql_lambda=rule, cost_coef=0.5)
+  distill.learner_config(config, envs.get_spec('Car-Circle'))  # Builds.
+  distill.train_and_evaluate(config, str(tmp_path))
+  rows = _rows(str(tmp_path))
+  assert np.all(np.isfinite(rows['loss/cost_critic'][1:]))
+  assert np.all(np.isfinite(rows['training/lambda'][1:]))
+  assert rows['training/lambda'][-1] != 0.5  # λ moved from its initial value.
+
+
 class Killed(Exception):
   """Stands in for the process being killed."""
 
@@ -230,6 +242,7 @@ def test_bad_configs_fail_before_any_rollout(tmp_path, guides, monkeypatch):
       (dict(guide_steps=(10, -1, 0)), '>= 0'),
       (dict(guide_steps=()), 'empty'),
       (dict(utd=0.0), 'utd'),
+      (dict(iql_lambda='dual'), 'iql_lambda'),
       (dict(guide='dt'), 'guide_ckpt'),
       (dict(guide='dt', guide_ckpt=guides[('dt', 'Point-Goal')]), 'obs_dim=60'),
       (dict(guide='dt', guide_ckpt=guides[('bc', 'Car-Circle')]), "'bc' guide"),

@@ -49,6 +49,8 @@ def test_rerun_reuses_results_and_marks_failures(sweep):
   # The same workdir with another budget or guide kind would mix runs: refused.
   with pytest.raises(ValueError, match='dt_cost_token'):
     table1.run(dataclasses.replace(config, dt_cost_token=True), workdir)
+  with pytest.raises(ValueError, match="iql_lambda: 'fixed' -> 'pid'"):
+    table1.run(dataclasses.replace(config, iql_lambda='pid'), workdir)
   with pytest.raises(ValueError, match="scale: 'smoke' -> 'laptop'"):
     table1.run(dataclasses.replace(config, scale='laptop'), workdir)
   # A rerun finds every result and trains nothing (fast); report_only never trains.
