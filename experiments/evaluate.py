@@ -171,15 +171,42 @@ def agent_position(env) -> Optional[np.ndarray]:
   return None
 
 
+# safety-gymnasium object groups drawn on trajectory plots: (attribute, label, colour).
+_SCENE_GROUPS = (('hazards', 'hazard', 'tab:purple'), ('vases', 'vase', 'tab:cyan'),
+                 ('pillars', 'pillar', 'tab:gray'), ('gremlins', 'gremlin', 'tab:orange'),
+                 ('buttons', 'button', 'tab:olive'))
+
+
+def scene(env) -> Dict[str, Any]:
+  """The layout of a safety-gymnasium episode: `{label: [(x, y, radius), ...]}` for hazards,
+  vases, pillars, gremlins and buttons, and `goal` (x, y, radius) if the task has one; {}
+  for other simulators. safety-gymnasium draws a new layout at every reset."""
+  task = getattr(getattr(getattr(env, 'env', None), 'unwrapped', None), 'task', None)
+  out: Dict[str, Any] = {}
+  for attribute, label, _ in _SCENE_GROUPS:
+    group = getattr(task, attribute, None)
+    positions = getattr(group, 'pos', None) if getattr(group, 'num', 0) else None
+    if positions is not None:
+      size = float(np.max(np.atleast_1d(getattr(group, 'size', 0.1))))
+      out[label] = [(float(p[0]), float(p[1]), size) for p in np.atleast_2d(positions)]
+  goal = getattr(task, 'goal', None)
+  if goal is not None and getattr(goal, 'pos', None) is not None:
+    out['goal'] = (float(goal.pos[0]), float(goal.pos[1]), float(goal.size))
+  return out
+
+
 def play(policy, env, seed: int, max_steps: Optional[int] = None,
          frame=None) -> Dict[str, Any]:
-  """One episode on a single `SafeEnv`: rewards, costs, positions (if readable), frames."""
+  """One episode on a single `SafeEnv`: rewards, costs, positions (if readable), frames,
+  and for safety-gymnasium its layout (`scene`) and every goal it set (`goals`)."""
   obs, _ = env.reset(seed=seed)
   policy.reset(1)
   rewards, costs, positions, frames = [], [], [], []
   start = agent_position(env)
   if start is not None:
     positions.append(start)
+  layout = scene(env)
+  goals = [layout['goal']] if 'goal' in layout else []
   done, t = False, 0
   while not done and (max_steps is None or t < max_steps):
     action = policy.act(obs[None])
@@ -192,9 +219,14 @@ def play(policy, env, seed: int, max_steps: Optional[int] = None,
       positions.append(position)
     if frame is not None:
       frames.append(frame())
+    if goals:  # Goal tasks move the goal each time it is reached.
+      goal = scene(env).get('goal')
+      if goal is not None and goal[:2] != goals[-1][:2]:
+        goals.append(goal)
     done, t = terminated or truncated, t + 1
   return {'rewards': np.asarray(rewards), 'costs': np.asarray(costs),
-          'positions': np.asarray(positions) if start is not None else None, 'frames': frames}
+          'positions': np.asarray(positions) if start is not None else None, 'frames': frames,
+          'scene': layout, 'goals': goals}
 
 
 def task_geometry(env) -> Dict[str, float]:
@@ -215,7 +247,26 @@ def plot_trajectories(episodes: List[Dict[str, Any]], geometry: Dict[str, float]
   from gold_jax.plots import _pyplot  # pylint: disable=g-import-not-at-top
   plt = _pyplot()
   has_xy = all(e['positions'] is not None and len(e['positions']) > 1 for e in episodes)
-  if has_xy:
+  if has_xy and any(e.get('scene') for e in episodes):
+    # safety-gymnasium: each episode has its own layout, so one panel per episode.
+    fig, axes = plt.subplots(1, len(episodes), figsize=(5 * len(episodes), 5), squeeze=False)
+    for i, (ax, e) in enumerate(zip(axes[0], episodes)):
+      _draw_scene(ax, plt, e)
+      xy = e['positions']
+      ax.plot(xy[:, 0], xy[:, 1], lw=1.2, color='tab:blue', label='path')
+      ax.plot(xy[0, 0], xy[0, 1], 'o', color='tab:blue')
+      unsafe = np.flatnonzero(e['costs'] > 0) + 1
+      if unsafe.size:
+        ax.scatter(xy[unsafe, 0], xy[unsafe, 1], s=6, color='red', zorder=3, label='cost > 0')
+      ax.set_title(f'episode {i}: R={e["rewards"].sum():.1f}, C={e["costs"].sum():.0f}',
+                   fontsize=9)
+      ax.set_aspect('equal')
+      ax.set_xlabel('x')
+      ax.set_ylabel('y')
+      handles, labels = ax.get_legend_handles_labels()
+      unique = dict(zip(labels, handles))
+      ax.legend(unique.values(), unique.keys(), fontsize=7, loc='upper right')
+  elif has_xy:
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     for i, e in enumerate(episodes):
       xy = e['positions']
@@ -250,6 +301,16 @@ def plot_trajectories(episodes: List[Dict[str, Any]], geometry: Dict[str, float]
   fig.savefig(path, dpi=120, bbox_inches='tight')
   plt.close(fig)
   return path
+
+
+def _draw_scene(ax, plt, episode: Dict[str, Any]) -> None:
+  """Objects of a safety-gymnasium layout and the goals of the episode, numbered in order."""
+  for _, label, colour in _SCENE_GROUPS:
+    for x, y, r in episode['scene'].get(label, ()):
+      ax.add_patch(plt.Circle((x, y), r, color=colour, alpha=0.35, label=label))
+  for k, (x, y, r) in enumerate(episode.get('goals', ())):
+    ax.add_patch(plt.Circle((x, y), r, color='tab:green', alpha=0.35, label='goal'))
+    ax.annotate(str(k + 1), (x, y), ha='center', va='center', fontsize=7)
 
 
 def make_frame_env(task: str, seed: int, options: Dict[str, Any]):

@@ -111,3 +111,17 @@ def test_positions_and_geometry_of_car_circle():
     geometry = evaluate.task_geometry(env)
   assert episode['positions'].shape == (6, 2)
   assert geometry == {'radius': 7.0, 'x_lim': 6.0}
+
+
+def test_safety_gym_scene_and_goals_are_plotted(tmp_path):
+  with envs.make('Point-Goal', seed=0) as env:
+    env.reset(seed=0)
+    layout = evaluate.scene(env)
+    episode = evaluate.play(RandomPolicy(2, seed=0), env, seed=0, max_steps=5)
+  assert len(layout['hazard']) == 8 and all(r == 0.2 for _, _, r in layout['hazard'])
+  assert len(layout['goal']) == 3 and len(layout['vase']) == 1
+  assert episode['goals'][0] == episode['scene']['goal']
+  path = evaluate.plot_trajectories([episode, episode], {}, str(tmp_path / 'traj.png'), 'test')
+  assert os.path.getsize(path) > 0
+  with envs.make('Car-Circle', seed=0) as env:
+    assert evaluate.scene(env) == {}  # Not safety-gymnasium: no layout.
