@@ -412,8 +412,9 @@ def config_from_flags(config_cls, values, skip=()) -> Any:
   return config_cls(**kwargs)
 
 
-def make_main(config_cls, validate_fn: Callable, run_fn: Callable) -> Callable:
-  """The absl `main` of a launcher: flags -> validated `config_cls` -> `run_fn(config, workdir)`."""
+def make_main(parse_fn: Callable, run_fn: Callable) -> Callable:
+  """The absl `main` of a launcher: `parse_fn(FLAGS)` -> validated config (ValueError on bad
+  flags) -> `run_fn(config, workdir)`."""
 
   def main(argv):
     if len(argv) > 1:
@@ -423,8 +424,7 @@ def make_main(config_cls, validate_fn: Callable, run_fn: Callable) -> Callable:
     if not flags.FLAGS.workdir:
       raise app.UsageError('--workdir is required')
     try:
-      config = config_from_flags(config_cls, flags.FLAGS)
-      validate_fn(config)
+      config = parse_fn(flags.FLAGS)
     except ValueError as e:
       raise app.UsageError(str(e)) from e
     run_fn(config, flags.FLAGS.workdir)
@@ -432,7 +432,18 @@ def make_main(config_cls, validate_fn: Callable, run_fn: Callable) -> Callable:
   return main
 
 
-main = make_main(Config, validate, run)
+def validated_config(config_cls, validate_fn: Callable) -> Callable:
+  """`parse_fn` of `make_main` for a launcher whose flags mirror `config_cls` field by field."""
+
+  def parse(values):
+    config = config_from_flags(config_cls, values)
+    validate_fn(config)
+    return config
+
+  return parse
+
+
+main = make_main(validated_config(Config, validate), run)
 
 
 if __name__ == '__main__':

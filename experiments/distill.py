@@ -28,6 +28,7 @@ from absl import logging
 import jax
 import tqdm
 
+from experiments.collect import make_main
 from gold_jax import envs, jsrl
 from gold_jax.agents import cvpo, iql
 from gold_jax.data.replay import ReplayBuffer
@@ -383,19 +384,11 @@ def config_from_flags(values) -> Config:
   return config
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS.workdir:
-    raise app.UsageError('--workdir is required')
-  try:
-    config = config_from_flags(flags.FLAGS)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Checkpointing logs every save at INFO.
-  summary = train_and_evaluate(config, flags.FLAGS.workdir)
-  print(json.dumps(summary, indent=1))
+def _run_and_print(config: Config, workdir: str) -> None:
+  print(json.dumps(train_and_evaluate(config, workdir), indent=1))
+
+
+main = make_main(config_from_flags, _run_and_print)
 
 
 if __name__ == '__main__':

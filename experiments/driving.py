@@ -37,7 +37,7 @@ import numpy as np
 
 from experiments import distill
 from experiments import train_guide
-from experiments.collect import check_same_config, load_json, save_json
+from experiments.collect import check_same_config, load_json, make_main, save_json
 from experiments.evaluate import load_policy
 from gold_jax.driving import configs
 from gold_jax.driving import demos
@@ -442,19 +442,7 @@ def config_from_flags(values) -> Config:
   return config
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO.
-  if not flags.FLAGS.workdir:
-    raise app.UsageError('--workdir is required')
-  # The CPU thread-pool size that avoids a QR deadlock is set in experiments/__init__.py.
-  try:
-    config = config_from_flags(flags.FLAGS)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
-  run(config, flags.FLAGS.workdir)
+main = make_main(config_from_flags, run)
 
 
 if __name__ == '__main__':

@@ -181,7 +181,7 @@ def scene(env) -> Dict[str, Any]:
   """The layout of a safety-gymnasium episode: `{label: [(x, y, radius), ...]}` for hazards,
   vases, pillars, gremlins and buttons, and `goal` (x, y, radius) if the task has one; {}
   for other simulators. safety-gymnasium draws a new layout at every reset."""
-  task = getattr(getattr(getattr(env, 'env', None), 'unwrapped', None), 'task', None)
+  task = _safety_gym_task(env)
   out: Dict[str, Any] = {}
   for attribute, label, _ in _SCENE_GROUPS:
     group = getattr(task, attribute, None)
@@ -189,10 +189,21 @@ def scene(env) -> Dict[str, Any]:
     if positions is not None:
       size = float(np.max(np.atleast_1d(getattr(group, 'size', 0.1))))
       out[label] = [(float(p[0]), float(p[1]), size) for p in np.atleast_2d(positions)]
-  goal = getattr(task, 'goal', None)
-  if goal is not None and getattr(goal, 'pos', None) is not None:
-    out['goal'] = (float(goal.pos[0]), float(goal.pos[1]), float(goal.size))
+  goal = _goal(task)
+  if goal is not None:
+    out['goal'] = goal
   return out
+
+
+def _safety_gym_task(env):
+  return getattr(getattr(getattr(env, 'env', None), 'unwrapped', None), 'task', None)
+
+
+def _goal(task) -> Optional[Tuple[float, float, float]]:
+  goal = getattr(task, 'goal', None)
+  if goal is None or getattr(goal, 'pos', None) is None:
+    return None
+  return float(goal.pos[0]), float(goal.pos[1]), float(goal.size)
 
 
 def play(policy, env, seed: int, max_steps: Optional[int] = None,
@@ -207,6 +218,7 @@ def play(policy, env, seed: int, max_steps: Optional[int] = None,
     positions.append(start)
   layout = scene(env)
   goals = [layout['goal']] if 'goal' in layout else []
+  task = _safety_gym_task(env)
   done, t = False, 0
   while not done and (max_steps is None or t < max_steps):
     action = policy.act(obs[None])
@@ -220,7 +232,7 @@ def play(policy, env, seed: int, max_steps: Optional[int] = None,
     if frame is not None:
       frames.append(frame())
     if goals:  # Goal tasks move the goal each time it is reached.
-      goal = scene(env).get('goal')
+      goal = _goal(task)
       if goal is not None and goal[:2] != goals[-1][:2]:
         goals.append(goal)
     done, t = terminated or truncated, t + 1

@@ -24,8 +24,8 @@ import jax
 import numpy as np
 import tqdm
 
-from experiments.collect import (check_same_config, env_options, make_main,
-                                 save_json)
+from experiments.collect import (check_same_config, env_options, make_main, save_json,
+                                 validated_config)
 from gold_jax import envs
 from gold_jax import logger as logger_lib
 from gold_jax.agents import bc, dt
@@ -297,7 +297,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string('workdir', None, 'Run directory.', **kw)
 
 
-main = make_main(Config, validate, run)
+main = make_main(validated_config(Config, validate), run)
 
 
 if __name__ == '__main__':
