@@ -62,6 +62,8 @@ class Config:
   prob_T: int = 100_000  # 'prob': env steps after which the guide never acts.
   total_steps: int = 300_000  # Env steps of online training.
   num_envs: int = 1  # Env copies stepped together.
+  pipeline: bool = False  # Step two halves of the envs in turn, the guide on a worker thread
+                          # (hides a DT guide's forward pass behind the simulators; even num_envs).
   utd: float = 1.0  # Updates per env step.
   train_every: int = 50  # Env steps between fused update calls (utd * train_every updates).
   batch_size: int = 256  # Transitions per update.
@@ -97,7 +99,7 @@ def validate(config: Config) -> None:
     raise ValueError(f'--guide={config.guide} needs --guide_ckpt')
   jsrl.check_stages(config.guide_steps)
   LoopConfig(config.utd, config.train_every, config.batch_size,
-             config.learning_starts).validate(config.num_envs)
+             config.learning_starts, config.pipeline).validate(config.num_envs)
   for name in ('stage_steps', 'prob_T', 'total_steps', 'num_envs', 'replay_capacity',
                'eval_every', 'eval_episodes', 'auto_window'):
     if getattr(config, name) <= 0:
@@ -252,7 +254,7 @@ def _train(config: Config, workdir: str, spec, env, eval_env) -> Dict[str, float
   schedule = make_schedule(config, spec.cost_threshold)
   buffer = ReplayBuffer(env.obs_dim, env.act_dim, min(config.replay_capacity, config.total_steps))
   loop_config = LoopConfig(config.utd, config.train_every, config.batch_size,
-                           config.learning_starts)
+                           config.learning_starts, config.pipeline)
   runner = GuidedLoop(env, policy, student, module, state, buffer, schedule, loop_config,
                       seed=config.seed)
   run = LoopCheckpoints(workdir)
@@ -354,6 +356,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('prob_T', d.prob_T, 'prob: env steps until the guide stops.', **kw)
   flags.DEFINE_integer('total_steps', d.total_steps, 'Env steps of training.', **kw)
   flags.DEFINE_integer('num_envs', d.num_envs, 'Env copies stepped together.', **kw)
+  flags.DEFINE_bool('pipeline', d.pipeline, 'Step two halves of the envs in turn, the guide '
+                    'on a worker thread (even --num_envs).', **kw)
   flags.DEFINE_float('utd', d.utd, 'Updates per env step.', **kw)
   flags.DEFINE_integer('train_every', d.train_every, 'Env steps between update calls.', **kw)
   flags.DEFINE_integer('batch_size', d.batch_size, 'Transitions per update.', **kw)

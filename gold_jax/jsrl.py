@@ -16,9 +16,11 @@ All of it is plain host Python whose state is a JSON-able dict (`state_dict` /
 """
 
 import collections
+import copy
 import math
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+import jax
 import numpy as np
 
 from gold_jax.policies import Policy
@@ -61,8 +63,10 @@ class JSRLPolicy:
     self.t = np.zeros((0,), np.int64)
     self.from_guide = np.zeros((0,), bool)
     self._guide_fed = False
+    self._prefetched = None
 
   def reset(self, n: int) -> None:
+    self._drain()
     self.t = np.zeros((n,), np.int64)
     self.from_guide = np.zeros((n,), bool)
     self.student.reset(n)
@@ -85,21 +89,66 @@ class JSRLPolicy:
       return np.full(self.t.shape, self.guide_prob > 0.0)
     return self.t < self.horizon
 
-  def act(self, obs: np.ndarray) -> np.ndarray:
+  def _decide(self):
+    """(rows that feed the guide, rows the guide acts on) at this step."""
     may = self._guide_may_act()
     if self.guide_prob is not None and self.guide is not None:
-      chosen = may & (self.rng.random(self.t.shape) < self.guide_prob)
+      return may, may & (self.rng.random(self.t.shape) < self.guide_prob)
+    return may, may
+
+  def prefetch(self, obs: np.ndarray, executor) -> None:
+    """Decides who acts at this step and starts the guide's forward pass on `executor`.
+
+    `executor` is a `concurrent.futures.Executor`; the next `act` (with the same `obs` array)
+    takes the guide's actions from it, so the caller can step other envs meanwhile. The
+    guide is then used from the executor's thread only until that `act` returns.
+    """
+    may, chosen = self._decide()
+    future = executor.submit(self.guide.act, obs) if may.any() else None
+    self._prefetched = (obs, may, chosen, future)
+
+  def _drain(self) -> None:
+    """Waits for (and drops) a prefetched guide step."""
+    prefetched, self._prefetched = self._prefetched, None
+    if prefetched is not None and prefetched[3] is not None:
+      prefetched[3].result()
+
+  def act(self, obs: np.ndarray) -> np.ndarray:
+    future = None
+    if self._prefetched is not None:
+      fetched_obs, may, chosen, future = self._prefetched
+      self._prefetched = None
+      if fetched_obs is not obs:
+        if future is not None:
+          future.result()
+        raise ValueError('act: got other observations than the ones passed to prefetch')
     else:
-      chosen = may
+      may, chosen = self._decide()
     self.from_guide = chosen
     self._guide_fed = bool(may.any())
-    if chosen.all():
-      return self.guide.act(obs)
-    student_action = self.student.act(obs)
     if not self._guide_fed:
-      return student_action
-    guide_action = self.guide.act(obs)
-    return np.where(chosen[:, None], guide_action, student_action)
+      return self.student.act(obs)
+    guide_action = future.result() if future is not None else self.guide.act(obs)
+    if chosen.all():
+      return guide_action
+    return np.where(chosen[:, None], guide_action, self.student.act(obs))
+
+  def split(self, parts: int) -> List['JSRLPolicy']:
+    """`parts` policies for disjoint groups of episodes (the `split` views of a vector env).
+
+    They share the student (an MLP policy keeps no per-episode state) and the schedule
+    settings; each has its own copy of the guide (a DT keeps a context per episode; a guide
+    with a `key` gets its own stream) and its own generator for the guide coin flips.
+    """
+    policies = []
+    seeds = self.rng.integers(0, 2**63, size=int(parts))
+    for k, seed in enumerate(seeds):
+      guide = None if self.guide is None else copy.copy(self.guide)
+      if hasattr(guide, 'key'):
+        guide.key = jax.random.fold_in(guide.key, k)
+      policies.append(JSRLPolicy(guide, self.student, self.horizon, self.guide_prob,
+                                 seed=int(seed)))
+    return policies
 
   def observe(self, action: np.ndarray, reward: np.ndarray, cost: np.ndarray) -> None:
     self.t += 1

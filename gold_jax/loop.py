@@ -11,12 +11,23 @@ This is the only place that steps environments during training. Each collection 
 
 Every `train_every` env steps the learner makes `k = utd * train_every` updates in one fused
 `update_n` call on `k` batches sampled at once, so the update-to-data ratio is `utd`.
+
+With `LoopConfig(pipeline=True)` the envs are split into two halves (`SafeVecEnv.split`) that
+take turns: while one half's simulators step on the host thread, the guide's forward pass for
+the other half runs on a worker thread (`JSRLPolicy.prefetch`; XLA releases the GIL while it
+computes). On a CPU whose second core would idle during a simulator step, this hides much
+of a Decision Transformer guide's cost (`experiments/bench_loop.py`). With deterministic
+policies the transitions are those of the sequential loop (tested); who acts is decided when
+the guide's pass starts, before the previous step's curriculum update, so a change of the
+curriculum reaches half of the envs one collection step late.
 """
 
+import concurrent.futures
 import dataclasses
 import glob
 import os
 import re
+import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -36,6 +47,7 @@ class LoopConfig:
   train_every: int = 50  # Env steps between fused updates; a multiple of the number of envs.
   batch_size: int = 256  # Transitions per update.
   learning_starts: int = 1000  # Env steps collected before the first update.
+  pipeline: bool = False  # Step two halves of the envs in turn, the guide on a worker thread.
 
   def updates_per_call(self) -> int:
     """`k`: how many updates each `update_n` call makes."""
@@ -54,6 +66,8 @@ class LoopConfig:
       raise ValueError(f'batch_size must be positive, got {self.batch_size}')
     if self.learning_starts < 0:
       raise ValueError(f'learning_starts must be >= 0, got {self.learning_starts}')
+    if self.pipeline and (num_envs < 2 or num_envs % 2):
+      raise ValueError(f'pipeline needs an even number of envs (two halves), got {num_envs}')
 
 
 def final_observations(next_obs: np.ndarray, done: np.ndarray, info: Dict[str, Any]
@@ -104,6 +118,20 @@ class EpisodeTracker:
     self.ret[done], self.cost[done], self.length[done], self.success[done] = 0, 0, 0, False
 
 
+@dataclasses.dataclass
+class _Lane:
+  """A group of envs with the policy acting on its episodes (the whole env unless pipelined)."""
+  env: Any
+  policy: JSRLPolicy
+  episodes: EpisodeTracker
+  obs: Optional[np.ndarray] = None
+
+
+# GIL hand-over interval while pipelining: the worker thread gets the GIL back within about
+# one simulator call instead of Python's default 5 ms.
+_PIPELINE_SWITCH_INTERVAL = 0.0005
+
+
 class GuidedLoop:
   """Collects with a guide/student mix into `buffer` and trains `learner` on it.
 
@@ -130,43 +158,71 @@ class GuidedLoop:
     self.step = 0  # Env steps collected (summed over envs).
     self.num_updates = 0
     self._since_update = 0
-    self.obs = None
-    self.episodes = EpisodeTracker(self.num_envs)
+    self._executor = None
+    if config.pipeline:
+      if not hasattr(env, 'split'):
+        raise ValueError('pipeline needs a vector env with split() (gold_jax.envs.make_vec)')
+      self.lanes = [_Lane(e, p, EpisodeTracker(e.num_envs))
+                    for e, p in zip(env.split(2), policy.split(2))]
+      self._executor = concurrent.futures.ThreadPoolExecutor(1, 'guide')
+    else:
+      self.lanes = [_Lane(env, policy, EpisodeTracker(self.num_envs))]
     self._reset_window()
 
   # -- collection ---------------------------------------------------------------------------
 
+  @property
+  def obs(self) -> Optional[np.ndarray]:
+    """The current observations of all envs (None before the first step)."""
+    if self.lanes[0].obs is None:
+      return None
+    return np.concatenate([lane.obs for lane in self.lanes])
+
   def start(self) -> None:
     """Starts fresh episodes in every env (seeded by the step count, so resumes are seeded)."""
-    self.obs, _ = self.env.reset(seed=self.seed * 1_000_003 + self.step)
-    self.policy.reset(self.num_envs)
-    self.episodes = EpisodeTracker(self.num_envs)
+    obs, _ = self.env.reset(seed=self.seed * 1_000_003 + self.step)
+    for lane, rows in zip(self.lanes, np.split(np.arange(self.num_envs), len(self.lanes))):
+      lane.obs = obs[rows]
+      lane.policy.reset(lane.env.num_envs)
+      lane.episodes = EpisodeTracker(lane.env.num_envs)
     self._apply_schedule()
 
   def _apply_schedule(self) -> None:
     if self.schedule is not None:
       self.schedule.on_step(self.step)
-      self.schedule.apply(self.policy)
+      for lane in self.lanes:
+        self.schedule.apply(lane.policy)
+
+  def _lane_step(self, lane: _Lane, following: Optional[_Lane]) -> int:
+    """Acts and steps `lane`'s envs; starts `following`'s guide meanwhile. Returns the number
+    of guide steps."""
+    action = lane.policy.act(lane.obs)
+    if following is not None:
+      following.policy.prefetch(following.obs, self._executor)
+    source = np.where(lane.policy.from_guide, GUIDE, STUDENT).astype(np.int8)
+    next_obs, reward, cost, terminated, truncated, info = lane.env.step(action)
+    terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+    done = terminated | truncated
+    self.buffer.add(lane.obs, action, reward, cost, final_observations(next_obs, done, info),
+                    terminated, source)
+    lane.policy.observe(action, reward, cost)
+    lane.episodes.add(reward, cost, done, episode_success(info, done))
+    if done.any():
+      lane.policy.restart(done)
+    lane.obs = next_obs
+    return int(np.count_nonzero(source == GUIDE))
 
   def collect_step(self) -> None:
     """One step of every env; the transitions go to the buffer labelled by who acted."""
-    if self.obs is None:
+    if self.lanes[0].obs is None:
       self.start()
-    action = self.policy.act(self.obs)
-    source = np.where(self.policy.from_guide, GUIDE, STUDENT).astype(np.int8)
-    next_obs, reward, cost, terminated, truncated, info = self.env.step(action)
-    terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
-    done = terminated | truncated
-    self.buffer.add(self.obs, action, reward, cost, final_observations(next_obs, done, info),
-                    terminated, source)
-    self.policy.observe(action, reward, cost)
-    self.episodes.add(reward, cost, done, episode_success(info, done))
-    if done.any():
-      self.policy.restart(done)
-    self.obs = next_obs
+    guide_steps = 0
+    for i, lane in enumerate(self.lanes):
+      following = self.lanes[(i + 1) % len(self.lanes)] if self._executor else None
+      guide_steps += self._lane_step(lane, following)
     self.step += self.num_envs
     self._window['env_steps'] += self.num_envs
-    self._window['guide_steps'] += int(np.count_nonzero(source == GUIDE))
+    self._window['guide_steps'] += guide_steps
     self._apply_schedule()
 
   # -- learning -----------------------------------------------------------------------------
@@ -195,6 +251,17 @@ class GuidedLoop:
     `should_stop` is checked between steps, where the loop's state is consistent (a stop
     requested by a signal handler never cuts an update or a buffer write in half).
     """
+    if self._executor is None:
+      self._run(until_step, progress, should_stop)
+      return
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, _PIPELINE_SWITCH_INTERVAL))
+    try:
+      self._run(until_step, progress, should_stop)
+    finally:
+      sys.setswitchinterval(interval)
+
+  def _run(self, until_step: int, progress, should_stop) -> None:
     while self.step < until_step:
       if should_stop is not None and should_stop():
         return
@@ -230,15 +297,17 @@ class GuidedLoop:
       metrics.update(self.schedule.metrics())
     elif self.policy.guide is None:
       metrics['training/horizon'] = 0.0
-    if self.episodes.finished:
-      ret, cost, length, success = map(np.asarray, zip(*self.episodes.finished))
+    finished = [episode for lane in self.lanes for episode in lane.episodes.finished]
+    if finished:
+      ret, cost, length, success = map(np.asarray, zip(*finished))
       metrics['training/episode_return'] = float(ret.mean())
       metrics['training/episode_cost'] = float(cost.mean())
       metrics['training/episode_length'] = float(length.mean())
       metrics['training/episodes'] = float(len(ret))
       if getattr(getattr(self.env, 'spec', None), 'has_success', False):
         metrics['training/success_rate'] = float(success.mean())
-      self.episodes.finished = []
+      for lane in self.lanes:
+        lane.episodes.finished = []
     self._reset_window()
     return metrics
 
@@ -248,7 +317,7 @@ class GuidedLoop:
     return {
         'step': self.step, 'num_updates': self.num_updates, 'since_update': self._since_update,
         'rng': self.rng.bit_generator.state,
-        'policy_rng': self.policy.rng.bit_generator.state,
+        'policy_rng': [lane.policy.rng.bit_generator.state for lane in self.lanes],
         'student_key': None if student_key is None else np.asarray(student_key).tolist(),
         'schedule': None if self.schedule is None else self.schedule.state_dict(),
     }
@@ -258,12 +327,20 @@ class GuidedLoop:
     self.step, self.num_updates = int(state['step']), int(state['num_updates'])
     self._since_update = int(state['since_update'])
     self.rng.bit_generator.state = state['rng']
-    self.policy.rng.bit_generator.state = state['policy_rng']
+    rngs = state['policy_rng']
+    rngs = [rngs] if isinstance(rngs, dict) else rngs  # One policy when not pipelined.
+    if len(rngs) != len(self.lanes):
+      raise ValueError(f'the saved loop has {len(rngs)} env groups, this one {len(self.lanes)}: '
+                       'resume with the same pipeline setting')
+    for lane, rng in zip(self.lanes, rngs):
+      lane.policy.rng.bit_generator.state = rng
     if state['student_key'] is not None:
       self.student.key = jax.numpy.asarray(state['student_key'], jax.numpy.uint32)
     if self.schedule is not None:
       self.schedule.load_state_dict(state['schedule'])
-    self.obs = None
+    for lane in self.lanes:
+      lane.policy.reset(lane.env.num_envs)  # Drops a guide step prefetched before the restore.
+      lane.obs = None
 
 
 class LoopCheckpoints:

@@ -141,6 +141,21 @@ def test_train_and_evaluate(tmp_path, guides, task, backbone, guide, schedule):
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
 
 
+def test_pipelined_run_with_a_dt_guide(tmp_path, guides):
+  config = dataclasses.replace(TINY, guide='dt', guide_ckpt=guides[('dt', 'Car-Circle')],
+                               num_envs=2, pipeline=True)
+  workdir = str(tmp_path / 'run')
+  result = distill.train_and_evaluate(config, workdir)
+  assert result['training/env_steps'] == 240 and not result['interrupted']
+  sources = ReplayBuffer.load(os.path.join(workdir, 'checkpoints', 'replay_240.npz')).sources()
+  per_env = sources.reshape(120, 2)  # Rows of a step: copy 0, then copy 1.
+  assert np.all(per_env[:30] == GUIDE) and np.all(per_env[-20:] == STUDENT)
+  rows = _rows(workdir)
+  assert rows['training/guide_share'][1] > rows['training/guide_share'][2]
+  with pytest.raises(ValueError, match='even number of envs'):
+    distill.validate(dataclasses.replace(config, num_envs=3, train_every=21))
+
+
 @pytest.mark.parametrize('rule', ['lagrange', 'pid'])
 def test_adapted_lambda_learns_a_cost_critic(tmp_path, rule):
   config = dataclasses.replace(TINY, guide='none', iql_lambda=rule, cost_coef=0.5)

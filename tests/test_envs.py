@@ -246,8 +246,28 @@ def test_make_vec_batches_and_autoresets(asynchronous):
       assert isinstance(info['final_info'][i], dict)
     with pytest.raises(ValueError, match=r'expected shape \(2, 2\), got \(2,\)'):
       venv.step(np.zeros(2))
-    with pytest.raises(ValueError, match='NaN or inf'):
+    with pytest.raises(ValueError, match=r'actions\[1\]: contains NaN or inf'):
       venv.step(np.array([[0.0, 0.0], [np.nan, 0.0]]))
+
+
+@pytest.mark.parametrize('asynchronous', [False, True])
+def test_split_views_step_only_their_copies(asynchronous):
+  with envs.make_vec('Car-Circle', 4, seed=3, asynchronous=asynchronous) as whole, \
+      envs.make_vec('Car-Circle', 4, seed=3) as reference:
+    halves = whole.split(2)
+    assert [h.num_envs for h in halves] == [2, 2]
+    assert halves[1].action_space.shape == (2, 2) and halves[1].observation_space.shape == (2, 8)
+    obs = np.concatenate([h.reset(seed=5)[0] for h in halves])  # Copy i gets seed 5 + i.
+    np.testing.assert_array_equal(obs, reference.reset(seed=5)[0])
+    actions = np.random.default_rng(0).uniform(-1, 1, (3, 4, 2))
+    for a in actions:
+      second = halves[1].step(a[2:])[0]
+      first = halves[0].step(a[:2])[0]
+      np.testing.assert_array_equal(np.concatenate([first, second]), reference.step(a)[0])
+    halves[0].close()  # A view closes nothing: the copies still step.
+    halves[0].step(actions[0, :2])
+    with pytest.raises(ValueError, match='cannot split 4 env copies into 3'):
+      whole.split(3)
 
 
 def test_merge_infos_masks_missing_keys():

@@ -1,5 +1,6 @@
 """JSRL mixing by timestep, the two horizon curricula and the released probability schedule."""
 
+import concurrent.futures
 import math
 
 import numpy as np
@@ -30,6 +31,14 @@ class ScriptedPolicy:
 
 
 GUIDE, STUDENT = 1.0, -1.0
+
+
+class CountingGuide(ScriptedPolicy):
+  """A guide whose action is the number of earlier `act` calls (tells prefetches apart)."""
+
+  def act(self, obs):
+    super().act(obs)
+    return np.full((obs.shape[0], self.act_dim), len(self.acted), np.float32)
 
 
 def _policy(horizon, **kwargs):
@@ -184,3 +193,48 @@ def test_prob_schedule_mixes_with_that_probability_and_stops_after_T():
   policy.act(obs)
   assert not policy.from_guide.any() and len(guide.acted) == calls  # Not even queried.
   assert schedule.metrics() == {'training/guide_prob': 0.0}
+
+
+@pytest.mark.parametrize('guide_prob', [None, 0.5])
+def test_prefetch_gives_the_actions_act_would(guide_prob):
+  executor = concurrent.futures.ThreadPoolExecutor(1)
+  runs = []
+  for prefetch in (False, True):
+    guide, student = CountingGuide(GUIDE), ScriptedPolicy(STUDENT)
+    policy = jsrl.JSRLPolicy(guide, student, horizon=3, guide_prob=guide_prob, seed=4)
+    policy.reset(2)
+    actions = []
+    for t in range(6):
+      obs = np.full((2, 3), t, np.float32)
+      if prefetch:
+        policy.prefetch(obs, executor)
+      actions.append(policy.act(obs)[:, 0])
+      policy.observe(actions[-1][:, None].repeat(2, 1), np.zeros(2), np.zeros(2))
+    runs.append((np.array(actions), len(guide.acted), len(student.acted)))
+  np.testing.assert_array_equal(runs[0][0], runs[1][0])
+  assert runs[0][1:] == runs[1][1:]
+  assert runs[0][1] == (3 if guide_prob is None else 6)  # The guide is not fed after h.
+
+
+def test_prefetch_checks_the_observations_and_reset_drops_it():
+  executor = concurrent.futures.ThreadPoolExecutor(1)
+  guide, student = CountingGuide(GUIDE), ScriptedPolicy(STUDENT)
+  policy = jsrl.JSRLPolicy(guide, student, horizon=5)
+  policy.reset(2)
+  policy.prefetch(np.zeros((2, 3)), executor)
+  with pytest.raises(ValueError, match='other observations than the ones passed to prefetch'):
+    policy.act(np.zeros((2, 3)))
+  policy.prefetch(np.zeros((2, 3)), executor)
+  policy.reset(2)  # Waits for the prefetched step and forgets it.
+  obs = np.ones((2, 3))
+  np.testing.assert_array_equal(policy.act(obs)[:, 0], [3, 3])
+
+
+def test_split_shares_the_student_and_copies_the_guide():
+  guide, student = ScriptedPolicy(GUIDE), ScriptedPolicy(STUDENT)
+  policy = jsrl.JSRLPolicy(guide, student, horizon=2, guide_prob=0.3, seed=1)
+  parts = policy.split(2)
+  assert all(p.student is student for p in parts)
+  assert parts[0].guide is not guide and parts[0].guide is not parts[1].guide
+  assert all(p.horizon == 2 and p.guide_prob == 0.3 for p in parts)
+  assert parts[0].rng.random() != parts[1].rng.random()

@@ -103,4 +103,4 @@ def act(state: State, obs, key: Optional[PRNGKey] = None,
         deterministic: bool = True) -> jax.Array:
   """The policy's action for `obs` `(obs_dim,)` or `(n, obs_dim)`; always deterministic."""
   del key, deterministic  # The policy has no noise.
-  return _act(common.acting_view(state, *ACTING_FIELDS), jnp.asarray(obs, jnp.float32))
+  return _act(common.acting_view(state, *ACTING_FIELDS), common.host_input(obs))

@@ -240,8 +240,7 @@ def act_context(state: State, ctx: Context, obs) -> Tuple[jax.Array, Context]:
   `obs` is `(obs_dim,)` for a single-env context, `(n, obs_dim)` otherwise; deterministic.
   Call `observe` with the action taken before the next `act_context`.
   """
-  return _act_context(state.params, state.obs_mean, state.obs_std, ctx,
-                      jnp.asarray(obs, jnp.float32))
+  return _act_context(state.params, state.obs_mean, state.obs_std, ctx, common.host_input(obs))
 
 
 @jax.jit
@@ -257,8 +256,8 @@ def _observe(ctx: Context, action: jax.Array, reward: jax.Array, cost: jax.Array
 
 def observe(ctx: Context, action, reward, cost) -> Context:
   """Records the action actually taken at the last pushed step and its reward and cost."""
-  return _observe(ctx, jnp.asarray(action, jnp.float32), jnp.asarray(reward, jnp.float32),
-                  jnp.asarray(cost, jnp.float32))
+  return _observe(ctx, common.host_input(action), common.host_input(reward),
+                  common.host_input(cost))
 
 
 def reset_context(state: State, ctx: Context, done, target_return, target_cost=0.0) -> Context:

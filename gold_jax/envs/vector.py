@@ -16,8 +16,12 @@ with the mask `info["_k"]` marking the copies that reported it.
 Copy `i` is built with seed `seed + i`. With `asynchronous=True` each copy runs in its own
 process (spawned, so it is safe next to JAX); MetaDrive allows one simulator per process, so
 its vectorised form needs `asynchronous=True` when `n > 1`.
+
+`split(parts)` gives views of consecutive groups of copies that step apart (the training loop
+pipelines them: one group's actions are computed while the other group's simulators step).
 """
 
+import copy
 import multiprocessing
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -25,7 +29,7 @@ import gymnasium
 import numpy as np
 
 from gold_jax.envs import registry
-from gold_jax.envs.core import SafeEnv, validate_action
+from gold_jax.envs.core import SafeEnv
 
 
 def step_autoreset(env: SafeEnv, action) -> Tuple:
@@ -134,6 +138,7 @@ class SafeVecEnv:
       raise ValueError('MetaDrive runs one simulator per process: use asynchronous=True for n > 1')
     self.num_envs = n = int(n)
     self.asynchronous = bool(asynchronous)
+    self._offset, self._owner = 0, True  # A view (`split`) starts at copy `_offset`.
     self._envs: List[SafeEnv] = []
     self._remotes: List[_Remote] = []
     if self.asynchronous:
@@ -158,7 +163,7 @@ class SafeVecEnv:
 
   def reset(self, seed: Optional[int] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
     """Resets every copy; with `seed`, copy `i` is reseeded with `seed + i`."""
-    seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+    seeds = [None if seed is None else int(seed) + self._offset + i for i in range(self.num_envs)]
     if seed is not None:
       self.action_space.seed(int(seed))
     if self._remotes:
@@ -180,7 +185,13 @@ class SafeVecEnv:
       raise ValueError(f'actions: expected shape {expected}, got a ragged sequence') from e
     if actions.shape != expected:
       raise ValueError(f'actions: expected shape {expected}, got {actions.shape}')
-    actions = [validate_action(a, self.act_dim) for a in actions]
+    if actions.dtype.kind not in 'biuf':
+      raise ValueError(f'actions: expected a numeric array, got dtype {actions.dtype}')
+    bad = ~np.isfinite(actions).all(axis=1)
+    if bad.any():
+      i = int(np.flatnonzero(bad)[0])
+      raise ValueError(f'actions[{i}]: contains NaN or inf: {actions[i]}')
+    actions = np.clip(actions.astype(np.float32), -1.0, 1.0)
     if self._remotes:
       for remote, action in zip(self._remotes, actions):
         remote.send('step', action)
@@ -200,8 +211,32 @@ class SafeVecEnv:
     return (np.stack(obs), np.array(reward, dtype=np.float64), np.array(cost, dtype=np.float64),
             np.array(terminated, dtype=bool), np.array(truncated, dtype=bool), info)
 
+  def split(self, parts: int) -> List['SafeVecEnv']:
+    """`parts` views of consecutive, equal groups of copies, each a `SafeVecEnv` of its own.
+
+    A view steps (and resets) only its copies; copy `i` keeps its seed `seed + i`. The views
+    share the copies with this env: closing a view does nothing, closing this env closes all.
+    """
+    parts = int(parts)
+    if parts < 1 or self.num_envs % parts:
+      raise ValueError(f'cannot split {self.num_envs} env copies into {parts} equal groups')
+    size = self.num_envs // parts
+    views = []
+    for k in range(parts):
+      view = copy.copy(self)
+      rows = slice(k * size, (k + 1) * size)
+      view._envs, view._remotes = self._envs[rows], self._remotes[rows]
+      view.num_envs, view._offset, view._owner = size, self._offset + k * size, False
+      view.observation_space = gymnasium.vector.utils.batch_space(self.single_observation_space,
+                                                                  size)
+      view.action_space = gymnasium.spaces.Box(-1.0, 1.0, (size, self.act_dim), np.float32)
+      views.append(view)
+    return views
+
   def close(self) -> None:
-    """Closes every copy (and ends the worker processes)."""
+    """Closes every copy (and ends the worker processes); a view (`split`) closes nothing."""
+    if not self._owner:
+      return
     for env in self._envs:
       env.close()
     for remote in self._remotes:
