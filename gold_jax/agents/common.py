@@ -26,16 +26,23 @@ def check_batch(batch: Transition, obs_dim: int, act_dim: int) -> None:
       raise TypeError(f'batch field {name!r}: expected float32, got {value.dtype}')
 
 
-def scan_updates(update_step: Callable, state, batches) -> Tuple[object, Metrics]:
-  """Runs `update_step` over the leading axis of `batches` with `lax.scan`; mean metrics."""
-  state, metrics = jax.lax.scan(update_step, state, batches)
+def scan_updates(update_step: Callable, state, batches, unroll: int = 1
+                 ) -> Tuple[object, Metrics]:
+  """Runs `update_step` over the leading axis of `batches` with `lax.scan`; mean metrics.
+
+  `unroll` updates share one loop iteration (any number of batches works).
+  """
+  state, metrics = jax.lax.scan(update_step, state, batches, unroll=unroll)
   return state, jax.tree.map(jnp.mean, metrics)
 
 
-def make_update_fns(update_step: Callable):
-  """Returns `(update, update_n)`: one jitted update and `k` fused updates (state donated)."""
+def make_update_fns(update_step: Callable, unroll: int = 1):
+  """Returns `(update, update_n)`: one jitted update and `k` fused updates (state donated).
+
+  `unroll` is `scan_updates`' (a learner sets what its benchmark measured fastest).
+  """
   update = jax.jit(update_step)
-  update_n = jax.jit(lambda state, batches: scan_updates(update_step, state, batches),
+  update_n = jax.jit(lambda state, batches: scan_updates(update_step, state, batches, unroll),
                      donate_argnums=0)
   return update, update_n
 
