@@ -4,10 +4,13 @@ Prints the dense f32 matmul rate (the reference peak), then for IQL, CVPO and SA
 through `update_n` over `k` stacked batches, FLOPs per `update` from XLA's cost analysis, the
 fraction of the matmul peak this reaches, parameter counts and the latency of one
 deterministic action for a single observation; for the Decision Transformer: train steps/s,
-FLOPs per step and the latency of one `act_context` decision. A learner that cannot be
-imported or run is reported as unavailable, so the script always completes.
+FLOPs per step and the latency of one `act_context` decision, and with several local devices
+also train steps/s data-parallel over all of them (on a CPU: `GOLD_JAX_CPU_DEVICES=2`). A
+learner that cannot be imported or run is reported as unavailable, so the script always
+completes.
 
   python -m experiments.bench_learners --k=20 --json_out=bench.json
+  GOLD_JAX_CPU_DEVICES=2 python -m experiments.bench_learners --learners=dt
 """
 
 import dataclasses
@@ -187,6 +190,17 @@ def bench_dt(batch: int, obs_dim: int, act_dim: int, k: int, reps: int, latency_
   flops = xla_flops(dt.update, state, jax.tree.map(lambda x: x[0], segments))
 
   state, seconds, recompiles = time_update_n(dt.update_n, state, segments, reps)
+  parallel_rate = None
+  devices = jax.local_devices()
+  if len(devices) > 1 and batch % len(devices) == 0:
+    # Data-parallel over every local device, as experiments/train_guide.py trains.
+    from gold_jax import parallel  # pylint: disable=g-import-not-at-top
+    mesh = parallel.make_mesh(devices)
+    replicated = parallel.replicate(dt.init(jax.random.key(seed), obs_dim, act_dim, config), mesh)
+    _, parallel_seconds, _ = time_update_n(dt.make_sharded_update(mesh), replicated,
+                                           parallel.shard_batch(segments, mesh, batch_axis=1),
+                                           reps)
+    parallel_rate = k / parallel_seconds
   obs = rng.normal(size=(obs_dim,)).astype(np.float32)
   ctx = dt.init_context(state, target_return=10.0)
 
@@ -213,7 +227,8 @@ def bench_dt(batch: int, obs_dim: int, act_dim: int, k: int, reps: int, latency_
       'update_n_recompiles': recompiles,
       'context_len': config.context_len, 'flops_per_update': flops,
       'params': count_params(state), 'act_latency_ms': latency * 1e3,
-      'act_flops': act_flops, 'act16_latency_ms': latency16 * 1e3}
+      'act_flops': act_flops, 'act16_latency_ms': latency16 * 1e3,
+      'devices': len(devices), 'train_steps_per_s_data_parallel': parallel_rate}
 
 
 def _unavailable(error: BaseException) -> Dict[str, str]:
@@ -263,6 +278,9 @@ def run(batch: int = 256, hidden: int = 256, obs_dim: int = 60, act_dim: int = 2
             f'{r["params"]:,} params, act_context {r["act_latency_ms"]:.3f} ms '
             f'({_fmt(r["act_flops"], ".3g")} FLOPs), 16 envs in one call '
             f'{r["act16_latency_ms"]:.3f} ms ({r["act16_latency_ms"] / 16:.3f} ms each)')
+        if r['train_steps_per_s_data_parallel'] is not None:
+          log(f'dt: {r["train_steps_per_s_data_parallel"]:.2f} train steps/s data-parallel over '
+              f'{r["devices"]} devices')
       elif name in MLP_LEARNERS:
         r = bench_mlp_learner(name, batch, hidden, obs_dim, act_dim, k, reps, latency_calls,
                               seed)

@@ -10,6 +10,10 @@ plus metadata: algo, task, obs_dim, act_dim, and for the DT the target return it
 on, by default the `--target_quantile` quantile of the dataset's episode returns), then
 evaluated in the environment. A dataset collected on another task than `--task` is refused.
 Rerunning the same command resumes from the last checkpoint.
+
+With several local devices (GPUs, TPU cores, or CPU devices from `GOLD_JAX_CPU_DEVICES`, see
+`gold_jax.runtime`) the DT trains data-parallel: each batch is split over the devices and the
+learner state replicated (`gold_jax.parallel`); `--nodata_parallel` keeps one device.
 """
 
 import dataclasses
@@ -28,13 +32,14 @@ from experiments.collect import (check_same_config, env_options, make_main, save
                                  validated_config)
 from gold_jax import envs
 from gold_jax import logger as logger_lib
+from gold_jax import parallel
 from gold_jax.agents import bc, dt
 from gold_jax.agents.common import check_finite
 from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data import segments
 from gold_jax.data.trajectories import TrajectoryDataset
 from gold_jax.evaluation import evaluate
-from gold_jax.policies import load_guide
+from gold_jax.policies import load_guide, uncommitted
 
 ALGOS = ('dt', 'bc')
 
@@ -70,10 +75,12 @@ class Config:
   seed: int = 0  # Seeds the learner, the sampling and the evaluation.
   progress: bool = True  # Show a tqdm progress bar.
   tensorboard: bool = True  # Also write TensorBoard events.
+  data_parallel: bool = True  # DT: split each batch over all local devices when there are several.
 
 
 _RESUMABLE = ('steps', 'eval_episodes', 'eval_every', 'log_every', 'checkpoint_every',
-              'progress', 'tensorboard', 'target_return', 'target_quantile', 'target_cost')
+              'progress', 'tensorboard', 'target_return', 'target_quantile', 'target_cost',
+              'data_parallel')
 
 
 def validate(config: Config) -> None:
@@ -144,6 +151,17 @@ class _Trainer:
     return self.dataset.sample_n(rng, k, state.config.batch_size)
 
 
+def data_parallel_mesh(config: Config, module, batch_size: int) -> Optional[jax.sharding.Mesh]:
+  """The mesh of all local devices when the DT trains data-parallel, else None."""
+  devices = jax.local_devices()
+  if module is not dt or not config.data_parallel or len(devices) < 2:
+    return None
+  if batch_size % len(devices):
+    raise ValueError(f'--batch_size {batch_size} does not split over {len(devices)} devices: '
+                     'pass a multiple, or --nodata_parallel')
+  return parallel.make_mesh(devices)
+
+
 def train(config: Config, workdir: str, module, dataset: TrajectoryDataset, eval_env,
           meta: Dict[str, Any]):
   """Trains (or resumes) the guide, checkpointing `state` with `meta`; returns the state."""
@@ -160,6 +178,13 @@ def train(config: Config, workdir: str, module, dataset: TrajectoryDataset, eval
   logger = logger_lib.MetricLogger(workdir, use_tensorboard=config.tensorboard,
                                    resume_step=resume_step)
   trainer = _Trainer(config, module, learner, dataset)
+  update_n, place = module.update_n, lambda batches: batches
+  mesh = data_parallel_mesh(config, module, learner.batch_size)
+  if mesh is not None:
+    logging.info('guide: data-parallel over %d devices', mesh.size)
+    update_n = dt.make_sharded_update(mesh)
+    state = parallel.replicate(state, mesh)
+    place = lambda batches: parallel.shard_batch(batches, mesh, batch_axis=1)
   k = config.updates_per_call
   step = int(state.step)
   sums, count, window_start = {}, 0, time.perf_counter()
@@ -167,7 +192,7 @@ def train(config: Config, workdir: str, module, dataset: TrajectoryDataset, eval
                        unit='update', disable=not config.progress, dynamic_ncols=True)
   try:
     while step < config.steps:
-      state, metrics = module.update_n(state, trainer.batches(step // k, state))
+      state, metrics = update_n(state, place(trainer.batches(step // k, state)))
       step += k
       progress.update(k)
       metrics = jax.device_get(metrics)
@@ -180,7 +205,7 @@ def train(config: Config, workdir: str, module, dataset: TrajectoryDataset, eval
         row = {name: total / count for name, total in sums.items()}
         row['training/updates_per_sec'] = count * k / (time.perf_counter() - window_start)
         if config.eval_every and (step % config.eval_every < k) and not done:
-          row.update(evaluate_guide(module, state, meta, eval_env, config))
+          row.update(evaluate_guide(module, uncommitted(state), meta, eval_env, config))
         progress.set_postfix(loss=f'{row.get("loss/action", float("nan")):.4f}')
         logger.write(step, row)
         sums, count, window_start = {}, 0, time.perf_counter()
@@ -190,7 +215,7 @@ def train(config: Config, workdir: str, module, dataset: TrajectoryDataset, eval
     progress.close()
     logger.close()
     manager.close()
-  return state
+  return state if mesh is None else uncommitted(state)  # On one device again, for acting.
 
 
 def guide_policy(module, state, meta: Dict[str, Any]):
@@ -294,6 +319,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('seed', d.seed, 'Random seed.', **kw)
   flags.DEFINE_bool('progress', d.progress, 'Show a progress bar.', **kw)
   flags.DEFINE_bool('tensorboard', d.tensorboard, 'Write TensorBoard events.', **kw)
+  flags.DEFINE_bool('data_parallel', d.data_parallel,
+                    'DT: split each batch over all local devices when there are several.', **kw)
   flags.DEFINE_string('workdir', None, 'Run directory.', **kw)
 
 

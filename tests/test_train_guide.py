@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -115,3 +117,46 @@ def test_learner_config_sizes_dt_to_the_episode_length():
   assert config.max_timestep == 300 and config.context_len == 4
   assert config.warmup_steps == 50  # Capped at half the updates.
   assert train_guide.learner_config(_config('x', algo='bc'), 300).hidden_dims == (32, 32)
+
+
+DATA_PARALLEL_SCRIPT = '''
+import sys
+import experiments  # Applies gold_jax.runtime.configure_cpu: GOLD_JAX_CPU_DEVICES=2.
+import jax
+from experiments import train_guide
+from gold_jax.agents import dt
+
+assert jax.local_device_count() == 2, jax.devices()
+config = train_guide.Config(algo='dt', dataset=sys.argv[1], steps=40, updates_per_call=20,
+                            embed_dim=16, num_layers=1, context_len=4, warmup_steps=5,
+                            batch_size=8, eval_episodes=1, log_every=20, checkpoint_every=20,
+                            max_episode_steps=20, progress=False, tensorboard=False)
+assert train_guide.data_parallel_mesh(config, dt, 8).size == 2
+assert train_guide.data_parallel_mesh(
+    train_guide.Config(data_parallel=False), dt, 8) is None
+try:
+  train_guide.data_parallel_mesh(config, dt, 7)
+  raise AssertionError('an odd batch was accepted')
+except ValueError as e:
+  assert '--nodata_parallel' in str(e), e
+summary = train_guide.run(config, sys.argv[2])
+print('TRAINED', summary['checkpoint'])
+'''
+
+
+def test_dt_trains_data_parallel_over_two_cpu_devices(data_path, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', GOLD_JAX_CPU_DEVICES='2')
+  env.pop('XLA_FLAGS', None)
+  workdir = str(tmp_path / 'dp')
+  result = subprocess.run([sys.executable, '-c', DATA_PARALLEL_SCRIPT, data_path, workdir],
+                          env=env, capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert 'TRAINED' in result.stdout
+  guide = load_guide(os.path.join(workdir, 'checkpoints'))  # One device here.
+  assert isinstance(guide, DTPolicy)
+  guide.reset(2)
+  assert guide.act(np.zeros((2, OBS_DIM), np.float32)).shape == (2, ACT_DIM)
+  rows = open(os.path.join(workdir, 'metrics.csv')).read().splitlines()
+  losses = [float(r.split(',')[1]) for r in rows[1:] if r.split(',')[1]]
+  assert 'loss/action' in rows[0] and len(losses) == 2 and np.all(np.isfinite(losses))
