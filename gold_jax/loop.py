@@ -19,7 +19,8 @@ computes). On a CPU whose second core would idle during a simulator step, this h
 of a Decision Transformer guide's cost (`experiments/bench_loop.py`). With deterministic
 policies the transitions are those of the sequential loop (tested); who acts is decided when
 the guide's pass starts, before the previous step's curriculum update, so a change of the
-curriculum reaches half of the envs one collection step late.
+curriculum reaches half of the envs one collection step late. While it runs, the simulator
+thread and the guide thread keep to different cores (Linux, two cores or more).
 """
 
 import concurrent.futures
@@ -132,6 +133,20 @@ class _Lane:
 _PIPELINE_SWITCH_INTERVAL = 0.0005
 
 
+def _set_thread_cpus(cpus) -> None:
+  """Restricts the calling thread to the cores `cpus` (Linux; elsewhere nothing happens)."""
+  if cpus and hasattr(os, 'sched_setaffinity'):
+    os.sched_setaffinity(0, cpus)
+
+
+def _pipeline_cpus():
+  """(simulator thread's cores, guide thread's cores): apart when this process has >= 2."""
+  cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
+  if len(cpus) < 2:
+    return None, None
+  return {cpus[0]}, set(cpus[1:])
+
+
 class GuidedLoop:
   """Collects with a guide/student mix into `buffer` and trains `learner` on it.
 
@@ -164,7 +179,9 @@ class GuidedLoop:
         raise ValueError('pipeline needs a vector env with split() (gold_jax.envs.make_vec)')
       self.lanes = [_Lane(e, p, EpisodeTracker(e.num_envs))
                     for e, p in zip(env.split(2), policy.split(2))]
-      self._executor = concurrent.futures.ThreadPoolExecutor(1, 'guide')
+      self._env_cpus, guide_cpus = _pipeline_cpus()
+      self._executor = concurrent.futures.ThreadPoolExecutor(
+          1, 'guide', initializer=_set_thread_cpus, initargs=(guide_cpus,))
     else:
       self.lanes = [_Lane(env, policy, EpisodeTracker(self.num_envs))]
     self._reset_window()
@@ -254,12 +271,17 @@ class GuidedLoop:
     if self._executor is None:
       self._run(until_step, progress, should_stop)
       return
+    # While pipelining, the simulators (this thread) and the guide (the worker) keep to
+    # different cores, and the worker gets the GIL back sooner.
     interval = sys.getswitchinterval()
+    cpus = os.sched_getaffinity(0) if self._env_cpus else None
     sys.setswitchinterval(min(interval, _PIPELINE_SWITCH_INTERVAL))
+    _set_thread_cpus(self._env_cpus)
     try:
       self._run(until_step, progress, should_stop)
     finally:
       sys.setswitchinterval(interval)
+      _set_thread_cpus(cpus)
 
   def _run(self, until_step: int, progress, should_stop) -> None:
     while self.step < until_step:
