@@ -113,7 +113,12 @@ class JSRLPolicy:
     if prefetched is not None and prefetched[3] is not None:
       prefetched[3].result()
 
-  def act(self, obs: np.ndarray) -> np.ndarray:
+  def needs_guide(self) -> bool:
+    """Whether the guide is (or may be) queried at this step."""
+    return self._prefetched is not None or bool(self._guide_may_act().any())
+
+  def act(self, obs: np.ndarray, student_action: Optional[np.ndarray] = None) -> np.ndarray:
+    """Actions for `obs`; `student_action`, when given, stands for `student.act(obs)`."""
     future = None
     if self._prefetched is not None:
       fetched_obs, may, chosen, future = self._prefetched
@@ -126,12 +131,14 @@ class JSRLPolicy:
       may, chosen = self._decide()
     self.from_guide = chosen
     self._guide_fed = bool(may.any())
+    student = (lambda: self.student.act(obs)) if student_action is None else (
+        lambda: student_action)
     if not self._guide_fed:
-      return self.student.act(obs)
+      return student()
     guide_action = future.result() if future is not None else self.guide.act(obs)
     if chosen.all():
       return guide_action
-    return np.where(chosen[:, None], guide_action, self.student.act(obs))
+    return np.where(chosen[:, None], guide_action, student())
 
   def split(self, parts: int) -> List['JSRLPolicy']:
     """`parts` policies for disjoint groups of episodes (the `split` views of a vector env).

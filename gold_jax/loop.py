@@ -20,7 +20,8 @@ of a Decision Transformer guide's cost (`experiments/bench_loop.py`). With deter
 policies the transitions are those of the sequential loop (tested); who acts is decided when
 the guide's pass starts, before the previous step's curriculum update, so a change of the
 curriculum reaches half of the envs one collection step late. While it runs, the simulator
-thread and the guide thread keep to different cores (Linux, two cores or more).
+thread and the guide thread keep to different cores (Linux, two cores or more). Steps in which
+no guide acts (the student phase) step all envs at once, as without pipelining.
 """
 
 import concurrent.futures
@@ -210,6 +211,24 @@ class GuidedLoop:
       for lane in self.lanes:
         self.schedule.apply(lane.policy)
 
+  def _record(self, lanes, obs, action, source, result) -> None:
+    """Books one env step of `lanes` (consecutive rows of `obs`) into the buffer and policies."""
+    next_obs, reward, cost, terminated, truncated, info = result
+    terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+    done = terminated | truncated
+    self.buffer.add(obs, action, reward, cost, final_observations(next_obs, done, info),
+                    terminated, source)
+    success = episode_success(info, done)
+    start = 0
+    for lane in lanes:
+      rows = slice(start, start + lane.env.num_envs)
+      start = rows.stop
+      lane.policy.observe(action[rows], reward[rows], cost[rows])
+      lane.episodes.add(reward[rows], cost[rows], done[rows], success[rows])
+      if done[rows].any():
+        lane.policy.restart(done[rows])
+      lane.obs = next_obs[rows]
+
   def _lane_step(self, lane: _Lane, following: Optional[_Lane]) -> int:
     """Acts and steps `lane`'s envs; starts `following`'s guide meanwhile. Returns the number
     of guide steps."""
@@ -217,26 +236,30 @@ class GuidedLoop:
     if following is not None:
       following.policy.prefetch(following.obs, self._executor)
     source = np.where(lane.policy.from_guide, GUIDE, STUDENT).astype(np.int8)
-    next_obs, reward, cost, terminated, truncated, info = lane.env.step(action)
-    terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
-    done = terminated | truncated
-    self.buffer.add(lane.obs, action, reward, cost, final_observations(next_obs, done, info),
-                    terminated, source)
-    lane.policy.observe(action, reward, cost)
-    lane.episodes.add(reward, cost, done, episode_success(info, done))
-    if done.any():
-      lane.policy.restart(done)
-    lane.obs = next_obs
+    self._record([lane], lane.obs, action, source, lane.env.step(action))
     return int(np.count_nonzero(source == GUIDE))
+
+  def _student_step(self) -> None:
+    """A pipelined step in which no guide acts: the student and the envs in one call each."""
+    obs = self.obs
+    student_action = self.student.act(obs)
+    action = np.concatenate([
+        lane.policy.act(lane.obs, student_action=part)
+        for lane, part in zip(self.lanes, np.split(student_action, len(self.lanes)))])
+    source = np.full(self.num_envs, STUDENT, np.int8)
+    self._record(self.lanes, obs, action, source, self.env.step(action))
 
   def collect_step(self) -> None:
     """One step of every env; the transitions go to the buffer labelled by who acted."""
     if self.lanes[0].obs is None:
       self.start()
     guide_steps = 0
-    for i, lane in enumerate(self.lanes):
-      following = self.lanes[(i + 1) % len(self.lanes)] if self._executor else None
-      guide_steps += self._lane_step(lane, following)
+    if self._executor is not None and not any(lane.policy.needs_guide() for lane in self.lanes):
+      self._student_step()
+    else:
+      for i, lane in enumerate(self.lanes):
+        following = self.lanes[(i + 1) % len(self.lanes)] if self._executor else None
+        guide_steps += self._lane_step(lane, following)
     self.step += self.num_envs
     self._window['env_steps'] += self.num_envs
     self._window['guide_steps'] += guide_steps

@@ -238,3 +238,16 @@ def test_split_shares_the_student_and_copies_the_guide():
   assert parts[0].guide is not guide and parts[0].guide is not parts[1].guide
   assert all(p.horizon == 2 and p.guide_prob == 0.3 for p in parts)
   assert parts[0].rng.random() != parts[1].rng.random()
+
+
+def test_needs_guide_and_given_student_actions():
+  policy, guide, student = _policy(2)
+  policy.reset(2)
+  obs = np.zeros((2, 3), np.float32)
+  given = np.full((2, 2), 0.5, np.float32)
+  for t in range(4):
+    assert policy.needs_guide() == (t < 2)
+    action = policy.act(obs, student_action=given)
+    np.testing.assert_array_equal(action, np.full((2, 2), GUIDE if t < 2 else 0.5))
+    policy.observe(action, np.zeros(2), np.zeros(2))
+  assert not student.acted  # The given actions stood in for the student's.
