@@ -131,14 +131,16 @@ class JSRLPolicy:
       may, chosen = self._decide()
     self.from_guide = chosen
     self._guide_fed = bool(may.any())
-    student = (lambda: self.student.act(obs)) if student_action is None else (
-        lambda: student_action)
-    if not self._guide_fed:
-      return student()
-    guide_action = future.result() if future is not None else self.guide.act(obs)
-    if chosen.all():
-      return guide_action
-    return np.where(chosen[:, None], guide_action, student())
+    guide_action = None
+    if self._guide_fed:
+      guide_action = future.result() if future is not None else self.guide.act(obs)
+      if chosen.all():
+        return guide_action
+    if student_action is None:
+      student_action = self.student.act(obs)
+    if guide_action is None:
+      return student_action
+    return np.where(chosen[:, None], guide_action, student_action)
 
   def split(self, parts: int) -> List['JSRLPolicy']:
     """`parts` policies for disjoint groups of episodes (the `split` views of a vector env).

@@ -174,7 +174,7 @@ class GuidedLoop:
     self.step = 0  # Env steps collected (summed over envs).
     self.num_updates = 0
     self._since_update = 0
-    self._executor = None
+    self._executor, self._env_cpus = None, None
     if config.pipeline:
       if not hasattr(env, 'split'):
         raise ValueError('pipeline needs a vector env with split() (gold_jax.envs.make_vec)')
