@@ -4,13 +4,13 @@ Prints the dense f32 matmul rate (the reference peak), then for IQL, CVPO and SA
 through `update_n` over `k` stacked batches, FLOPs per `update` from XLA's cost analysis, the
 fraction of the matmul peak this reaches, parameter counts and the latency of one
 deterministic action for a single observation; for the Decision Transformer: train steps/s,
-FLOPs per step and the latency of one `act_context` decision, and with several local devices
-also train steps/s data-parallel over all of them (on a CPU: `GOLD_JAX_CPU_DEVICES=2`). A
+FLOPs per step and the latency of one `act_context` decision. With several local devices (on a
+CPU: `GOLD_JAX_CPU_DEVICES=2`) every learner is also timed data-parallel over all of them. A
 learner that cannot be imported or run is reported as unavailable, so the script always
 completes.
 
   python -m experiments.bench_learners --k=20 --json_out=bench.json
-  GOLD_JAX_CPU_DEVICES=2 python -m experiments.bench_learners --learners=dt
+  GOLD_JAX_CPU_DEVICES=2 python -m experiments.bench_learners
 """
 
 import dataclasses
@@ -156,6 +156,26 @@ def time_update_n(update_n, state, batches, reps: int):
   return state, seconds, update_n._cache_size() - compiled
 
 
+def data_parallel_rate(module, init_state: Callable[[], Any], batches, reps: int
+                       ) -> Optional[Dict[str, Any]]:
+  """Updates/s of `module.make_sharded_update` over every local device (None with one).
+
+  The state is replicated and each stacked batch split on its batch axis, as
+  `experiments/train_guide.py` trains the DT; on a CPU, `GOLD_JAX_CPU_DEVICES=2` gives two
+  devices. The batch must split evenly.
+  """
+  devices = jax.local_devices()
+  if len(devices) < 2 or jax.tree.leaves(batches)[0].shape[1] % len(devices):
+    return None
+  from gold_jax import parallel  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh(devices)
+  _, seconds, recompiles = time_update_n(
+      module.make_sharded_update(mesh), parallel.replicate(init_state(), mesh),
+      parallel.shard_batch(batches, mesh, batch_axis=1), reps)
+  k = jax.tree.leaves(batches)[0].shape[0]
+  return {'updates_per_s': k / seconds, 'devices': len(devices), 'recompiles': recompiles}
+
+
 def bench_mlp_learner(name: str, batch: int, hidden: int, obs_dim: int, act_dim: int, k: int,
                       reps: int, latency_calls: int, seed: int) -> Dict[str, Any]:
   module = importlib.import_module(f'gold_jax.agents.{name}')
@@ -168,6 +188,8 @@ def bench_mlp_learner(name: str, batch: int, hidden: int, obs_dim: int, act_dim:
   flops = xla_flops(module.update, state, one_batch)
 
   state, seconds, recompiles = time_update_n(module.update_n, state, batches, reps)
+  parallel = data_parallel_rate(
+      module, lambda: module.init(key_init, obs_dim, act_dim, config), batches, reps)
   obs = rng.normal(size=(obs_dim,)).astype(np.float32)  # Host array, as from an env.
   latency = _median_seconds(
       lambda: module.act(state, obs, key_act, deterministic=True).block_until_ready(),
@@ -177,7 +199,7 @@ def bench_mlp_learner(name: str, batch: int, hidden: int, obs_dim: int, act_dim:
       'update_n_recompiles': recompiles,
       'flops_per_update': flops, 'params': count_params(state),
       'actor_params': count_params(state, ('actor_params', 'policy_params')),
-      'act_latency_ms': latency * 1e3}
+      'act_latency_ms': latency * 1e3, 'data_parallel': parallel}
 
 
 def bench_dt(batch: int, obs_dim: int, act_dim: int, k: int, reps: int, latency_calls: int,
@@ -190,17 +212,8 @@ def bench_dt(batch: int, obs_dim: int, act_dim: int, k: int, reps: int, latency_
   flops = xla_flops(dt.update, state, jax.tree.map(lambda x: x[0], segments))
 
   state, seconds, recompiles = time_update_n(dt.update_n, state, segments, reps)
-  parallel_rate = None
-  devices = jax.local_devices()
-  if len(devices) > 1 and batch % len(devices) == 0:
-    # Data-parallel over every local device, as experiments/train_guide.py trains.
-    from gold_jax import parallel  # pylint: disable=g-import-not-at-top
-    mesh = parallel.make_mesh(devices)
-    replicated = parallel.replicate(dt.init(jax.random.key(seed), obs_dim, act_dim, config), mesh)
-    _, parallel_seconds, _ = time_update_n(dt.make_sharded_update(mesh), replicated,
-                                           parallel.shard_batch(segments, mesh, batch_axis=1),
-                                           reps)
-    parallel_rate = k / parallel_seconds
+  parallel = data_parallel_rate(
+      dt, lambda: dt.init(jax.random.key(seed), obs_dim, act_dim, config), segments, reps)
   obs = rng.normal(size=(obs_dim,)).astype(np.float32)
   ctx = dt.init_context(state, target_return=10.0)
 
@@ -228,7 +241,7 @@ def bench_dt(batch: int, obs_dim: int, act_dim: int, k: int, reps: int, latency_
       'context_len': config.context_len, 'flops_per_update': flops,
       'params': count_params(state), 'act_latency_ms': latency * 1e3,
       'act_flops': act_flops, 'act16_latency_ms': latency16 * 1e3,
-      'devices': len(devices), 'train_steps_per_s_data_parallel': parallel_rate}
+      'data_parallel': parallel}
 
 
 def _unavailable(error: BaseException) -> Dict[str, str]:
@@ -278,9 +291,6 @@ def run(batch: int = 256, hidden: int = 256, obs_dim: int = 60, act_dim: int = 2
             f'{r["params"]:,} params, act_context {r["act_latency_ms"]:.3f} ms '
             f'({_fmt(r["act_flops"], ".3g")} FLOPs), 16 envs in one call '
             f'{r["act16_latency_ms"]:.3f} ms ({r["act16_latency_ms"] / 16:.3f} ms each)')
-        if r['train_steps_per_s_data_parallel'] is not None:
-          log(f'dt: {r["train_steps_per_s_data_parallel"]:.2f} train steps/s data-parallel over '
-              f'{r["devices"]} devices')
       elif name in MLP_LEARNERS:
         r = bench_mlp_learner(name, batch, hidden, obs_dim, act_dim, k, reps, latency_calls,
                               seed)
@@ -305,6 +315,13 @@ def run(batch: int = 256, hidden: int = 256, obs_dim: int = 60, act_dim: int = 2
       r['peak_fraction'] = r['achieved_gflops'] / peak
       log(f'{name}: {r["achieved_gflops"]:.1f} GFLOP/s achieved = '
           f'{r["peak_fraction"]:.1%} of the matmul peak')
+      parallel = r.get('data_parallel')
+      if parallel is not None:  # The same FLOPs per update, shared by the devices.
+        parallel['achieved_gflops'] = r['flops_per_update'] * parallel['updates_per_s'] / 1e9
+        parallel['peak_fraction'] = parallel['achieved_gflops'] / peak
+        log(f'{name}: data-parallel over {parallel["devices"]} devices '
+            f'{parallel["updates_per_s"]:.2f} updates/s, {parallel["achieved_gflops"]:.1f} '
+            f'GFLOP/s = {parallel["peak_fraction"]:.1%} of the matmul peak')
   dt_ms = results.get('dt', {}).get('act_latency_ms')
   mlp_ms = results.get('iql', {}).get('act_latency_ms')
   if dt_ms is not None and mlp_ms is not None:

@@ -10,9 +10,9 @@ The collection rate should be at least 80% of the raw rate. Per-step dispatch co
 with `--num_envs`; the DT forward pass (the whole K-step context every step) does not, and on
 a CPU it can cost more than the simulator step, so the guide phase is reported apart.
 
-Each loop runs sequential and pipelined (`--pipeline`; `LoopConfig(pipeline=True)`: two halves
-of the envs in turn, the guide's forward pass for one half on a worker thread while the other
-half's simulators step).
+Each loop runs sequential and pipelined (`LoopConfig(pipeline=...)`: two halves of the envs in
+turn, the guide's forward pass for one half computing while the other half's simulators step,
+in the guide's own process or on a worker thread); `--pipeline` picks which are measured.
 
 How it measures: every loop starts fresh episodes and runs whole episodes (`--steps` is
 rounded up to a multiple of episode length x envs), so h = 150 of 300 means half of the steps
@@ -35,7 +35,7 @@ import numpy as np
 from gold_jax import envs, jsrl
 from gold_jax.agents import dt, iql
 from gold_jax.data.replay import ReplayBuffer
-from gold_jax.loop import GuidedLoop, LoopConfig
+from gold_jax.loop import PIPELINE_MODES, GuidedLoop, LoopConfig
 from gold_jax.policies import DTPolicy, MLPPolicy, RandomPolicy, init_state
 
 _TASK = flags.DEFINE_string('task', 'Car-Circle', 'Task name.')
@@ -46,8 +46,8 @@ _HORIZON = flags.DEFINE_integer('horizon', 150, 'Guide horizon h (steps per epis
 _UTD = flags.DEFINE_float('utd', 1.0, 'Updates per env step in the full loop.')
 _TRAIN_EVERY = flags.DEFINE_integer('train_every', 64, 'Env steps between update calls.')
 _BATCH = flags.DEFINE_integer('batch_size', 256, 'Transitions per update.')
-_PIPELINE = flags.DEFINE_enum('pipeline', 'both', ['both', 'on', 'off'],
-                              'Measure the loops sequential (off), pipelined (on) or both.')
+_PIPELINE = flags.DEFINE_list('pipeline', 'off,process,thread',
+                              'Loop modes to measure: off (sequential), process, thread.')
 _MAX_EPISODE = flags.DEFINE_integer('max_episode_steps', None,
                                     'Episode length override (default: the task\'s).')
 
@@ -79,7 +79,7 @@ class RawEnv:
 
 
 def make_loop(env, utd: float, learning_starts: int, horizon: int,
-              pipeline: bool) -> GuidedLoop:
+              pipeline: str) -> GuidedLoop:
   key = jax.random.PRNGKey(0)
   guide_state = init_state(dt, key, env.obs_dim, env.act_dim, dt.Config())
   guide = DTPolicy(guide_state, target_return=300.0)
@@ -93,15 +93,17 @@ def make_loop(env, utd: float, learning_starts: int, horizon: int,
 
 
 def loop_rate(env, raw: RawEnv, steps: int, train: bool, horizon: int,
-              pipeline: bool) -> Tuple[Rate, Rate]:
+              pipeline: str) -> Tuple[Rate, Rate]:
   """(loop rate, raw rate measured around it) for `steps` env steps from fresh episodes."""
   learning_starts = 0 if train else 1 << 62
   warm = make_loop(env, _UTD.value, learning_starts, horizon, pipeline)
   warm.run(max(2 * _TRAIN_EVERY.value, _BATCH.value))  # Compiles acting (and the update).
   jax.block_until_ready(warm.state)
+  warm.close()
   runner = make_loop(env, _UTD.value, learning_starts, horizon, pipeline)
   before = raw.rate(steps // 2)
   rate = _rate(lambda n: (runner.run(n), jax.block_until_ready(runner.state)), steps)
+  runner.close()
   after = raw.rate(steps // 2)
   return rate, tuple((a + b) / 2 for a, b in zip(before, after))
 
@@ -121,14 +123,23 @@ def main(argv):
   first = raw.rate(steps)
   print(f'{"raw env:":32s} {first[0]:9.1f} steps/s wall, {first[1]:9.1f} per CPU-s'
         '  (target: collection >= 80%)')
-  modes = {'both': (False, True), 'on': (True,), 'off': (False,)}[_PIPELINE.value]
-  for pipeline in modes:
-    print('pipelined (two halves, guide on a worker thread):' if pipeline else 'sequential:')
+  unknown = sorted(set(_PIPELINE.value) - set(PIPELINE_MODES))
+  if unknown:
+    raise app.UsageError(f'--pipeline: unknown modes {unknown}; known: {PIPELINE_MODES}')
+  titles = {'off': 'sequential:',
+            'process': 'pipelined (two halves, guide in its own process):',
+            'thread': 'pipelined (two halves, guide on a worker thread):'}
+  for pipeline in _PIPELINE.value:
+    print(titles[pipeline])
     for name, horizon, train in (('collection', _HORIZON.value, False),
                                  ('  student only', 0, False), ('  guide only', episode, False),
                                  (f'full loop (utd {_UTD.value:g})', _HORIZON.value, True)):
       rate, around = loop_rate(env, raw, steps, train=train, horizon=horizon, pipeline=pipeline)
       label = f'  {name} (h={horizon}):'
+      if pipeline == 'process':  # This process's CPU time leaves out the guide's process.
+        print(f'{label:32s} {rate[0]:9.1f} steps/s wall,       n/a per CPU-s  '
+              f'({100 * rate[0] / around[0]:.0f}% of raw {around[0]:.0f}/s measured around it)')
+        continue
       print(f'{label:32s} {rate[0]:9.1f} steps/s wall, {rate[1]:9.1f} per CPU-s  '
             f'({100 * rate[0] / around[0]:.0f}% / {100 * rate[1] / around[1]:.0f}% of raw '
             f'{around[0]:.0f}/s measured around it)')

@@ -35,7 +35,7 @@ from gold_jax.data.replay import ReplayBuffer
 from gold_jax.evaluation import evaluate
 from gold_jax import logger as logger_lib
 from gold_jax import plots
-from gold_jax.loop import GuidedLoop, LoopCheckpoints, LoopConfig
+from gold_jax.loop import PIPELINE_MODES, GuidedLoop, LoopCheckpoints, LoopConfig
 from gold_jax.policies import MLPPolicy, init_state, load_guide, read_guide_metadata
 
 GUIDES = ('dt', 'bc', 'none')
@@ -62,8 +62,9 @@ class Config:
   prob_T: int = 100_000  # 'prob': env steps after which the guide never acts.
   total_steps: int = 300_000  # Env steps of online training.
   num_envs: int = 1  # Env copies stepped together.
-  pipeline: bool = False  # Step two halves of the envs in turn, the guide on a worker thread
-                          # (hides a DT guide's forward pass behind the simulators; even num_envs).
+  pipeline: str = 'off'  # 'process' / 'thread': step two halves of the envs in turn, the guide
+                         # computing for one while the other steps, in its own process or on a
+                         # worker thread (hides a DT guide's forward pass; even num_envs).
   utd: float = 1.0  # Updates per env step.
   train_every: int = 50  # Env steps between fused update calls (utd * train_every updates).
   batch_size: int = 256  # Transitions per update.
@@ -322,6 +323,7 @@ def _train(config: Config, workdir: str, spec, env, eval_env) -> Dict[str, float
     interrupted = True  # Raised by the program itself, between steps.
   finally:
     progress.close()
+    runner.close()
   try:
     if interrupted and run.latest_step() != runner.step:
       logging.warning('interrupted at env step %d: saving a checkpoint', runner.step)
@@ -356,8 +358,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('prob_T', d.prob_T, 'prob: env steps until the guide stops.', **kw)
   flags.DEFINE_integer('total_steps', d.total_steps, 'Env steps of training.', **kw)
   flags.DEFINE_integer('num_envs', d.num_envs, 'Env copies stepped together.', **kw)
-  flags.DEFINE_bool('pipeline', d.pipeline, 'Step two halves of the envs in turn, the guide '
-                    'on a worker thread (even --num_envs).', **kw)
+  flags.DEFINE_enum('pipeline', d.pipeline, list(PIPELINE_MODES),
+                    'process / thread: step two halves of the envs in turn, the guide computing '
+                    'for one half (in its own process / on a worker thread) while the other '
+                    'half steps (even --num_envs). off: all envs at once.', **kw)
   flags.DEFINE_float('utd', d.utd, 'Updates per env step.', **kw)
   flags.DEFINE_integer('train_every', d.train_every, 'Env steps between update calls.', **kw)
   flags.DEFINE_integer('batch_size', d.batch_size, 'Transitions per update.', **kw)

@@ -66,7 +66,7 @@ class JSRLPolicy:
     self._prefetched = None
 
   def reset(self, n: int) -> None:
-    self._drain()
+    self.drain()
     self.t = np.zeros((n,), np.int64)
     self.from_guide = np.zeros((n,), bool)
     self.student.reset(n)
@@ -101,13 +101,20 @@ class JSRLPolicy:
 
     `executor` is a `concurrent.futures.Executor`; the next `act` (with the same `obs` array)
     takes the guide's actions from it, so the caller can step other envs meanwhile. The
-    guide is then used from the executor's thread only until that `act` returns.
+    guide is then used from the executor's thread only until that `act` returns. A guide
+    with `act_async` (`gold_jax.remote.RemotePolicy`) computes in its own process instead,
+    and `executor` may be None.
     """
     may, chosen = self._decide()
-    future = executor.submit(self.guide.act, obs) if may.any() else None
+    future = None
+    if may.any():
+      if hasattr(self.guide, 'act_async'):  # A guide in another process (`gold_jax.remote`).
+        future = self.guide.act_async(obs)
+      else:
+        future = executor.submit(self.guide.act, obs)
     self._prefetched = (obs, may, chosen, future)
 
-  def _drain(self) -> None:
+  def drain(self) -> None:
     """Waits for (and drops) a prefetched guide step."""
     prefetched, self._prefetched = self._prefetched, None
     if prefetched is not None and prefetched[3] is not None:

@@ -12,16 +12,21 @@ This is the only place that steps environments during training. Each collection 
 Every `train_every` env steps the learner makes `k = utd * train_every` updates in one fused
 `update_n` call on `k` batches sampled at once, so the update-to-data ratio is `utd`.
 
-With `LoopConfig(pipeline=True)` the envs are split into two halves (`SafeVecEnv.split`) that
-take turns: while one half's simulators step on the host thread, the guide's forward pass for
-the other half runs on a worker thread (`JSRLPolicy.prefetch`; XLA releases the GIL while it
-computes). On a CPU whose second core would idle during a simulator step, this hides much
-of a Decision Transformer guide's cost (`experiments/bench_loop.py`). With deterministic
+With `LoopConfig(pipeline='process')` (or `'thread'`) the envs are split into two halves
+(`SafeVecEnv.split`) that take turns: while one half's simulators step on the host thread, the
+guide's forward pass for the other half runs elsewhere (`JSRLPolicy.prefetch`). On a CPU whose
+second core would idle during a simulator step, this hides much of a Decision Transformer
+guide's cost (`experiments/bench_loop.py`). `'process'` serves the guide from its own process
+(`gold_jax.remote.PolicyServer`; the guide must pickle, as `DTPolicy` and `MLPPolicy` do):
+the simulators, which hold the GIL through each physics call, then never delay the guide.
+`'thread'` runs it on a worker thread of this process (XLA releases the GIL while it
+computes, but every dispatch and transfer has to win the GIL back). With deterministic
 policies the transitions are those of the sequential loop (tested); who acts is decided when
 the guide's pass starts, before the previous step's curriculum update, so a change of the
-curriculum reaches half of the envs one collection step late. While it runs, the simulator
-thread and the guide thread keep to different cores (Linux, two cores or more). Steps in which
-no guide acts (the student phase) step all envs at once, as without pipelining.
+curriculum reaches half of the envs one collection step late. While it runs, the simulators
+and the guide keep to different cores (Linux, two cores or more). Steps in which no guide
+acts (the student phase) step all envs at once, as without pipelining. Call `close()` when
+done with a pipelined loop (it stops the worker thread or process).
 """
 
 import concurrent.futures
@@ -41,6 +46,10 @@ from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data.replay import GUIDE, STUDENT, ReplayBuffer
 from gold_jax.jsrl import JSRLPolicy
 from gold_jax.policies import uncommitted
+from gold_jax.remote import PolicyServer
+
+
+PIPELINE_MODES = ('off', 'thread', 'process')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +58,9 @@ class LoopConfig:
   train_every: int = 50  # Env steps between fused updates; a multiple of the number of envs.
   batch_size: int = 256  # Transitions per update.
   learning_starts: int = 1000  # Env steps collected before the first update.
-  pipeline: bool = False  # Step two halves of the envs in turn, the guide on a worker thread.
+  # 'off', or step two halves of the envs in turn with the guide computing for one half while
+  # the other steps: in its own 'process' (`gold_jax.remote`) or on a worker 'thread'.
+  pipeline: str = 'off'
 
   def updates_per_call(self) -> int:
     """`k`: how many updates each `update_n` call makes."""
@@ -68,7 +79,9 @@ class LoopConfig:
       raise ValueError(f'batch_size must be positive, got {self.batch_size}')
     if self.learning_starts < 0:
       raise ValueError(f'learning_starts must be >= 0, got {self.learning_starts}')
-    if self.pipeline and (num_envs < 2 or num_envs % 2):
+    if self.pipeline not in PIPELINE_MODES:
+      raise ValueError(f'pipeline must be one of {PIPELINE_MODES}, got {self.pipeline!r}')
+    if self.pipeline != 'off' and (num_envs < 2 or num_envs % 2):
       raise ValueError(f'pipeline needs an even number of envs (two halves), got {num_envs}')
 
 
@@ -174,17 +187,24 @@ class GuidedLoop:
     self.step = 0  # Env steps collected (summed over envs).
     self.num_updates = 0
     self._since_update = 0
-    self._executor, self._env_cpus = None, None
-    if config.pipeline:
+    self._executor, self._server, self._env_cpus = None, None, None
+    if config.pipeline == 'off':
+      self.lanes = [_Lane(env, policy, EpisodeTracker(self.num_envs))]
+    else:
       if not hasattr(env, 'split'):
         raise ValueError('pipeline needs a vector env with split() (gold_jax.envs.make_vec)')
-      self.lanes = [_Lane(e, p, EpisodeTracker(e.num_envs))
-                    for e, p in zip(env.split(2), policy.split(2))]
+      views, policies = env.split(2), policy.split(2)
       self._env_cpus, guide_cpus = _pipeline_cpus()
-      self._executor = concurrent.futures.ThreadPoolExecutor(
-          1, 'guide', initializer=_set_thread_cpus, initargs=(guide_cpus,))
-    else:
-      self.lanes = [_Lane(env, policy, EpisodeTracker(self.num_envs))]
+      if config.pipeline == 'process' and policy.guide is not None:
+        self._server = PolicyServer(policy.guide, cpus=guide_cpus)
+        for part in policies:
+          part.guide = self._server.policy()
+        for part, view in zip(policies, views):  # Waits: server up, acting compiled.
+          part.guide.warm_up(np.zeros((view.num_envs, env.obs_dim), np.float32))
+      else:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, 'guide', initializer=_set_thread_cpus, initargs=(guide_cpus,))
+      self.lanes = [_Lane(e, p, EpisodeTracker(e.num_envs)) for e, p in zip(views, policies)]
     self._reset_window()
 
   # -- collection ---------------------------------------------------------------------------
@@ -254,11 +274,11 @@ class GuidedLoop:
     if self.lanes[0].obs is None:
       self.start()
     guide_steps = 0
-    if self._executor is not None and not any(lane.policy.needs_guide() for lane in self.lanes):
+    if len(self.lanes) > 1 and not any(lane.policy.needs_guide() for lane in self.lanes):
       self._student_step()
     else:
       for i, lane in enumerate(self.lanes):
-        following = self.lanes[(i + 1) % len(self.lanes)] if self._executor else None
+        following = self.lanes[(i + 1) % len(self.lanes)] if len(self.lanes) > 1 else None
         guide_steps += self._lane_step(lane, following)
     self.step += self.num_envs
     self._window['env_steps'] += self.num_envs
@@ -291,20 +311,32 @@ class GuidedLoop:
     `should_stop` is checked between steps, where the loop's state is consistent (a stop
     requested by a signal handler never cuts an update or a buffer write in half).
     """
-    if self._executor is None:
+    if len(self.lanes) == 1:
       self._run(until_step, progress, should_stop)
       return
-    # While pipelining, the simulators (this thread) and the guide (the worker) keep to
-    # different cores, and the worker gets the GIL back sooner.
+    # While pipelining, the simulators (this thread) and the guide keep to different cores;
+    # a guide thread gets the GIL back sooner.
     interval = sys.getswitchinterval()
     cpus = os.sched_getaffinity(0) if self._env_cpus else None
-    sys.setswitchinterval(min(interval, _PIPELINE_SWITCH_INTERVAL))
+    if self._executor is not None:
+      sys.setswitchinterval(min(interval, _PIPELINE_SWITCH_INTERVAL))
     _set_thread_cpus(self._env_cpus)
     try:
       self._run(until_step, progress, should_stop)
     finally:
       sys.setswitchinterval(interval)
       _set_thread_cpus(cpus)
+
+  def close(self) -> None:
+    """Stops the pipelined loop's guide thread or process (the loop cannot collect after)."""
+    for lane in self.lanes:
+      lane.policy.drain()
+    if self._executor is not None:
+      self._executor.shutdown()
+      self._executor = None
+    if self._server is not None:
+      self._server.close()
+      self._server = None
 
   def _run(self, until_step: int, progress, should_stop) -> None:
     while self.step < until_step:

@@ -15,6 +15,7 @@ checkpoint written by `experiments/train_guide.py`.
 
 import dataclasses
 import functools
+import importlib
 import os
 from typing import Any, Dict, Optional, Protocol
 
@@ -125,6 +126,17 @@ class MLPPolicy:
   def restart(self, done) -> None:
     del done
 
+  def __reduce__(self):
+    # Pickles as the actor's parameters and settings (for `gold_jax.remote.PolicyServer`).
+    return (_rebuild_mlp_policy, (self.module.__name__, jax.device_get(self._view),
+                                  self.deterministic, jax.device_get(self.key)))
+
+
+def _rebuild_mlp_policy(module_name: str, view, deterministic: bool, key) -> MLPPolicy:
+  policy = MLPPolicy(importlib.import_module(module_name), uncommitted(view), deterministic)
+  policy.key = jnp.asarray(key)
+  return policy
+
 
 class DTPolicy:
   """Acts with the Decision Transformer's fixed-shape rolling context (`gold_jax.agents.dt`).
@@ -155,6 +167,15 @@ class DTPolicy:
     if done.any():
       self.ctx = self.dt.reset_context(self.state, self.ctx, done, self.target_return,
                                        self.target_cost)
+
+  def __reduce__(self):
+    # Pickles as the acting parameters and targets, without episodes (`reset` starts them).
+    view = common.acting_view(self.state, 'params', 'obs_mean', 'obs_std')
+    return (_rebuild_dt_policy, (jax.device_get(view), self.target_return, self.target_cost))
+
+
+def _rebuild_dt_policy(view, target_return: float, target_cost: float) -> 'DTPolicy':
+  return DTPolicy(uncommitted(view), target_return, target_cost)
 
 
 class RandomPolicy:

@@ -1,4 +1,4 @@
-"""Smoke test of the loop benchmark: every measurement runs, sequential and pipelined."""
+"""Smoke test of the loop benchmark: every measurement runs, sequential and both pipelines."""
 
 from absl import flags
 
@@ -15,7 +15,7 @@ def test_main_prints_every_rate(capsys):
     flags.FLAGS.unparse_flags()
   out = capsys.readouterr().out
   assert 'episodes of 4 steps, 8 env steps per measurement' in out
-  assert 'sequential:' in out and 'pipelined' in out
+  assert 'sequential:' in out and 'own process' in out and 'worker thread' in out
   rates = [line for line in out.splitlines() if 'of raw' in line]
-  assert len(rates) == 8  # Collection, student, guide and full loop, both ways.
+  assert len(rates) == 12  # Collection, student, guide and full loop; off, process, thread.
   assert all(float(line.split(':')[1].split()[0]) > 0 for line in rates)

@@ -143,7 +143,7 @@ def test_train_and_evaluate(tmp_path, guides, task, backbone, guide, schedule):
 
 def test_pipelined_run_with_a_dt_guide(tmp_path, guides):
   config = dataclasses.replace(TINY, guide='dt', guide_ckpt=guides[('dt', 'Car-Circle')],
-                               num_envs=2, pipeline=True)
+                               num_envs=2, pipeline='process')
   workdir = str(tmp_path / 'run')
   result = distill.train_and_evaluate(config, workdir)
   assert result['training/env_steps'] == 240 and not result['interrupted']

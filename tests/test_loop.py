@@ -231,49 +231,57 @@ def _dt_loop(env, pipeline, horizon=3):
   return loop.GuidedLoop(env, policy, student, bc, state, buffer, schedule=None, config=config)
 
 
-def test_pipelined_loop_collects_what_the_sequential_one_does():
+def test_pipelined_loops_collect_what_the_sequential_one_does():
   from gold_jax import envs  # pylint: disable=g-import-not-at-top
-  data = []
-  for pipeline in (False, True):
+  data = {}
+  for pipeline in ('off', 'thread', 'process'):
     with envs.make_vec('Car-Circle', 4, seed=2, max_episode_steps=5) as env:
       runner = _dt_loop(env, pipeline)
       runner.run(until_step=4 * 12)
+      runner.close()
       assert runner.step == 48 and len(runner.buffer) == 48
-      assert [lane.env.num_envs for lane in runner.lanes] == ([2, 2] if pipeline else [4])
+      halves = [2, 2] if pipeline != 'off' else [4]
+      assert [lane.env.num_envs for lane in runner.lanes] == halves
       metrics = runner.pop_metrics()
       assert metrics['training/episodes'] == 8 and metrics['training/guide_share'] == pytest.approx(8 / 12)
-      data.append((runner.buffer.to_state_dict(), runner.buffer.sources()))
-  (sequential, seq_sources), (pipelined, pipe_sources) = data
-  # Same envs, a deterministic guide and student: the same transitions in the same order.
-  np.testing.assert_array_equal(seq_sources, pipe_sources)
+      data[pipeline] = (runner.buffer.to_state_dict(), runner.buffer.sources())
+  sequential, seq_sources = data['off']
   np.testing.assert_array_equal(seq_sources.reshape(12, 4)[:, 0],
                                 [GUIDE] * 3 + [STUDENT] * 2 + [GUIDE] * 3 + [STUDENT] * 2
                                 + [GUIDE] * 2)
-  for name in ('obs', 'action', 'reward', 'next_obs', 'terminated'):
-    np.testing.assert_allclose(pipelined[name][:48], sequential[name][:48], atol=1e-5,
-                               err_msg=name)
+  for pipeline in ('thread', 'process'):
+    # Same envs, a deterministic guide and student: the same transitions in the same order.
+    pipelined, pipe_sources = data[pipeline]
+    np.testing.assert_array_equal(seq_sources, pipe_sources)
+    for name in ('obs', 'action', 'reward', 'next_obs', 'terminated'):
+      np.testing.assert_allclose(pipelined[name][:48], sequential[name][:48], atol=1e-5,
+                                 err_msg=f'{pipeline}: {name}')
 
 
 def test_pipelined_loop_state_round_trip_and_mismatch():
   from gold_jax import envs  # pylint: disable=g-import-not-at-top
   with envs.make_vec('Car-Circle', 2, seed=0, max_episode_steps=5) as env:
-    runner = _dt_loop(env, pipeline=True, horizon=5)
+    runner = _dt_loop(env, pipeline='process', horizon=5)
     runner.run(until_step=6)
     saved = runner.state_dict()
+    runner.close()
     assert len(saved['policy_rng']) == 2
-    other = _dt_loop(env, pipeline=True, horizon=5)
+    other = _dt_loop(env, pipeline='thread', horizon=5)
     other.load_state_dict(saved)
     assert other.step == 6 and other.obs is None
     other.run(until_step=10)
-    sequential = _dt_loop(env, pipeline=False)
+    other.close()
+    sequential = _dt_loop(env, pipeline='off')
     with pytest.raises(ValueError, match='resume with the same pipeline setting'):
       sequential.load_state_dict(saved)
 
 
 def test_pipeline_needs_an_even_number_of_envs():
   with pytest.raises(ValueError, match='even number of envs'):
-    loop.LoopConfig(train_every=3, pipeline=True).validate(3)
+    loop.LoopConfig(train_every=3, pipeline='process').validate(3)
+  with pytest.raises(ValueError, match="pipeline must be one of .* got 'on'"):
+    loop.LoopConfig(pipeline='on').validate(2)
   env = FakeVecEnv(lengths=[3, 3], terminates=[False, False])
   with pytest.raises(ValueError, match='split'):
     _make_loop(env, 1, config=loop.LoopConfig(train_every=4, batch_size=2, learning_starts=0,
-                                              pipeline=True))
+                                              pipeline='thread'))

@@ -92,6 +92,12 @@ update.__doc__ = 'One gradient step on a Transition batch: (state, metrics).'
 update_n.__doc__ = 'k steps fused by lax.scan over Transitions stacked (k, batch, ...); donates.'
 
 
+def make_sharded_update(mesh):
+  """`update_n` data-parallel over `mesh` (`common.make_sharded_update_n`): the state
+  replicated, each stacked batch (k, batch, ...) split on its batch axis."""
+  return common.make_sharded_update_n(_update_step, mesh, batch_axis=1)
+
+
 @jax.jit
 def _act(state: State, obs: jax.Array) -> jax.Array:
   obs, single = common.as_batch(obs)

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import optax
 
 from gold_jax.agents import cvpo_ops
-from gold_jax.agents.common import (acting_view, as_batch, check_batch, make_update_fns,
-                                     soft_update)
+from gold_jax.agents.common import (acting_view, as_batch, check_batch, make_sharded_update_n,
+                                    make_update_fns, soft_update)
 from gold_jax.distributions import gaussian_sample, policy_action
 from gold_jax.networks.policies import GaussianPolicy
 from gold_jax.networks.values import QEnsemble
@@ -272,6 +272,12 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
 
 
 update, update_n = make_update_fns(_update_step)
+
+
+def make_sharded_update(mesh):
+  """`update_n` data-parallel over `mesh` (`common.make_sharded_update_n`): the state
+  replicated, each stacked batch (k, batch, ...) split on its batch axis."""
+  return make_sharded_update_n(_update_step, mesh, batch_axis=1)
 
 
 def act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool = False) -> jax.Array:

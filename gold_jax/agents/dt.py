@@ -29,7 +29,6 @@ import optax
 from gold_jax.agents import common
 from gold_jax.data.segments import Segment
 from gold_jax.networks.gpt import DecisionTransformer, TransformerConfig
-from gold_jax.parallel import DATA_AXIS
 from gold_jax.types import Metrics, Params, PRNGKey
 
 
@@ -192,11 +191,7 @@ def make_sharded_update(mesh: jax.sharding.Mesh):
   The batch must divide by the number of devices. Place inputs with `parallel.replicate` and
   `parallel.shard_batch(segments, mesh, batch_axis=1)` to avoid a copy on every call.
   """
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, DATA_AXIS))
-  return jax.jit(lambda state, segments: common.scan_updates(_update_step, state, segments),
-                 in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
-                 donate_argnums=0)
+  return common.make_sharded_update_n(_update_step, mesh, batch_axis=1)
 
 
 # --- Acting ------------------------------------------------------------------------------

@@ -307,6 +307,12 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
 update, update_n = common.make_update_fns(_update_step, unroll=2)
 
 
+def make_sharded_update(mesh):
+  """`update_n` data-parallel over `mesh` (`common.make_sharded_update_n`): the state
+  replicated, each stacked batch (k, batch, ...) split on its batch axis."""
+  return common.make_sharded_update_n(_update_step, mesh, batch_axis=1, unroll=2)
+
+
 def act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool = False) -> jax.Array:
   """Mean action (tanh'ed for 'sac') if deterministic, else a sample clipped to [-1, 1]."""
   return _act(common.acting_view(state, *ACTING_FIELDS), obs, key, deterministic=deterministic)

@@ -234,6 +234,12 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
 update, update_n = common.make_update_fns(_update_step)
 
 
+def make_sharded_update(mesh):
+  """`update_n` data-parallel over `mesh` (`common.make_sharded_update_n`): the state
+  replicated, each stacked batch (k, batch, ...) split on its batch axis."""
+  return common.make_sharded_update_n(_update_step, mesh, batch_axis=1)
+
+
 def act(state: State, obs: jax.Array, key: PRNGKey, deterministic: bool = False) -> jax.Array:
   """tanh(mean) if deterministic, else a tanh-Gaussian sample; `obs` (obs_dim,) or (n, obs_dim)."""
   return _act(common.acting_view(state, *ACTING_FIELDS), obs, key, deterministic=deterministic)

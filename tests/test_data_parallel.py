@@ -1,4 +1,4 @@
-"""Data-parallel Decision Transformer training equals the single-device step.
+"""Data-parallel training (DT and the MLP learners) equals the single-device step.
 
 Two CPU devices are simulated with `--xla_force_host_platform_device_count=2`, which must be set
 before JAX starts, so the check runs as a script in a fresh interpreter.
@@ -68,3 +68,52 @@ def test_data_parallel_update_equals_single_device():
                           text=True, timeout=300)
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'DATA PARALLEL OK' in result.stdout
+
+
+MLP_SCRIPT = textwrap.dedent("""
+    import importlib
+    import jax
+    import numpy as np
+
+    from gold_jax import parallel
+    from gold_jax.types import Transition
+
+    assert jax.device_count() == 2, jax.devices()
+    rng = np.random.default_rng(0)
+    shape = (3, 8)  # 3 stacked batches of 8 transitions.
+    f32 = lambda x: np.asarray(x, np.float32)
+    batches = Transition(obs=f32(rng.normal(size=(*shape, 4))),
+                         action=f32(rng.uniform(-1, 1, (*shape, 2))),
+                         reward=f32(rng.normal(size=shape)), cost=f32(rng.random(shape) < 0.3),
+                         next_obs=f32(rng.normal(size=(*shape, 4))),
+                         terminated=f32(rng.random(shape) < 0.1))
+    mesh = parallel.make_mesh()
+    for name, tolerance in (('iql', 1e-4), ('sac', 1e-4), ('bc', 1e-4), ('cvpo', 1e-3)):
+      module = importlib.import_module(f'gold_jax.agents.{name}')
+      config = module.Config(hidden_dims=(16, 16))
+      init = lambda: module.init(jax.random.PRNGKey(1), 4, 2, config)
+      single, single_metrics = module.update_n(jax.device_put(init(), jax.devices()[0]),
+                                               jax.device_put(batches, jax.devices()[0]))
+      state, metrics = module.make_sharded_update(mesh)(
+          parallel.replicate(init(), mesh), parallel.shard_batch(batches, mesh, batch_axis=1))
+      moved = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+               for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(init()))]
+      assert max(moved) > 1e-5, name  # The updates did change the state.
+      for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(state)):
+        assert b.sharding.is_fully_replicated, name
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                   rtol=tolerance, atol=tolerance, err_msg=name)
+      for key in single_metrics:
+        np.testing.assert_allclose(single_metrics[key], metrics[key], rtol=tolerance,
+                                   atol=tolerance, err_msg=f'{name}: {key}')
+      print('DATA PARALLEL OK', name)
+""")
+
+
+def test_data_parallel_mlp_learners_equal_single_device():
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  result = subprocess.run([sys.executable, '-c', MLP_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert result.stdout.count('DATA PARALLEL OK') == 4
