@@ -16,9 +16,11 @@ in the guide's own process or on a worker thread); `--pipeline` picks which are 
 
 How it measures: every loop starts fresh episodes and runs whole episodes (`--steps` is
 rounded up to a multiple of episode length x envs), so h = 150 of 300 means half of the steps
-are the guide's. Compilation happens before, in a throwaway loop. Shared machines drift, so
-each loop's rate is divided by a raw rate measured right around it, on a separate copy of the
-vector env (half the steps before, half after).
+are the guide's. Compilation happens before, in a throwaway loop (a guide process compiles
+when the loop is built, before the clock starts). Shared machines drift, so each loop's rate
+is divided by a raw rate measured right around it, on a separate copy of the vector env (half
+the steps before, half after), and each collection loop runs `--repeats` times with the modes
+interleaved; the median and range of those ratios are printed.
 
   python -m experiments.bench_loop --task=Car-Circle --num_envs=16
 """
@@ -40,7 +42,7 @@ from gold_jax.policies import DTPolicy, MLPPolicy, RandomPolicy, init_state
 
 _TASK = flags.DEFINE_string('task', 'Car-Circle', 'Task name.')
 _NUM_ENVS = flags.DEFINE_integer('num_envs', 16, 'Env copies stepped together.')
-_STEPS = flags.DEFINE_integer('steps', 8000, 'Env steps timed per measurement (rounded up to '
+_STEPS = flags.DEFINE_integer('steps', 4800, 'Env steps timed per measurement (rounded up to '
                               'whole episodes of every env).')
 _HORIZON = flags.DEFINE_integer('horizon', 150, 'Guide horizon h (steps per episode).')
 _UTD = flags.DEFINE_float('utd', 1.0, 'Updates per env step in the full loop.')
@@ -48,17 +50,16 @@ _TRAIN_EVERY = flags.DEFINE_integer('train_every', 64, 'Env steps between update
 _BATCH = flags.DEFINE_integer('batch_size', 256, 'Transitions per update.')
 _PIPELINE = flags.DEFINE_list('pipeline', 'off,process,thread',
                               'Loop modes to measure: off (sequential), process, thread.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Runs of each collection loop per mode (the full '
+                               'loop runs once); the median is reported.')
 _MAX_EPISODE = flags.DEFINE_integer('max_episode_steps', None,
                                     'Episode length override (default: the task\'s).')
 
-Rate = Tuple[float, float]  # (steps per wall-clock second, steps per process-CPU second)
-
-
-def _rate(fn, steps: int) -> Rate:
-  """(wall-clock, process-CPU-time) steps per second: the CPU rate is robust to other load."""
-  wall, cpu = time.perf_counter(), time.process_time()
+def _rate(fn, steps: int) -> float:
+  """Steps per wall-clock second of `fn(steps)`."""
+  start = time.perf_counter()
   fn(steps)
-  return steps / (time.perf_counter() - wall), steps / (time.process_time() - cpu)
+  return steps / (time.perf_counter() - start)
 
 
 class RawEnv:
@@ -74,7 +75,7 @@ class RawEnv:
     for _ in range(0, n, self.env.num_envs):
       self.env.step(self.actions)
 
-  def rate(self, steps: int) -> Rate:
+  def rate(self, steps: int) -> float:
     return _rate(self._run, steps)
 
 
@@ -92,24 +93,34 @@ def make_loop(env, utd: float, learning_starts: int, horizon: int,
   return GuidedLoop(env, policy, student, iql, state, buffer, None, config)
 
 
-def loop_rate(env, raw: RawEnv, steps: int, train: bool, horizon: int,
-              pipeline: str) -> Tuple[Rate, Rate]:
+def loop_rate(env, raw: RawEnv, steps: int, train: bool, horizon: int, pipeline: str,
+              warm_up: bool) -> Tuple[float, float]:
   """(loop rate, raw rate measured around it) for `steps` env steps from fresh episodes."""
   learning_starts = 0 if train else 1 << 62
-  warm = make_loop(env, _UTD.value, learning_starts, horizon, pipeline)
-  warm.run(max(2 * _TRAIN_EVERY.value, _BATCH.value))  # Compiles acting (and the update).
-  jax.block_until_ready(warm.state)
-  warm.close()
-  runner = make_loop(env, _UTD.value, learning_starts, horizon, pipeline)
-  before = raw.rate(steps // 2)
+  if warm_up:  # Compiles acting (and the update) in this process.
+    warm = make_loop(env, _UTD.value, learning_starts, horizon, pipeline)
+    warm.run(max(2 * _TRAIN_EVERY.value, _BATCH.value))
+    jax.block_until_ready(warm.state)
+    warm.close()
+  runner = make_loop(env, _UTD.value, learning_starts, horizon, pipeline)  # A guide process
+  before = raw.rate(steps // 2)                                             # is warm already.
   rate = _rate(lambda n: (runner.run(n), jax.block_until_ready(runner.state)), steps)
   runner.close()
   after = raw.rate(steps // 2)
-  return rate, tuple((a + b) / 2 for a, b in zip(before, after))
+  return rate, (before + after) / 2
+
+
+TITLES = {'off': 'sequential', 'process': 'pipelined, guide in its own process',
+          'thread': 'pipelined, guide on a worker thread'}
 
 
 def main(argv):
   del argv
+  unknown = sorted(set(_PIPELINE.value) - set(PIPELINE_MODES))
+  if unknown:
+    raise app.UsageError(f'--pipeline: unknown modes {unknown}; known: {PIPELINE_MODES}')
+  if _REPEATS.value < 1:
+    raise app.UsageError(f'--repeats must be >= 1, got {_REPEATS.value}')
   options = {}
   if _MAX_EPISODE.value is not None:
     options['max_episode_steps'] = _MAX_EPISODE.value
@@ -120,29 +131,26 @@ def main(argv):
   steps = block * max(1, math.ceil(_STEPS.value / block))
   print(f'task {_TASK.value}, {env.num_envs} envs, episodes of {episode} steps, {steps} env '
         f'steps per measurement, guide horizon {_HORIZON.value}, devices {jax.devices()}')
-  first = raw.rate(steps)
-  print(f'{"raw env:":32s} {first[0]:9.1f} steps/s wall, {first[1]:9.1f} per CPU-s'
-        '  (target: collection >= 80%)')
-  unknown = sorted(set(_PIPELINE.value) - set(PIPELINE_MODES))
-  if unknown:
-    raise app.UsageError(f'--pipeline: unknown modes {unknown}; known: {PIPELINE_MODES}')
-  titles = {'off': 'sequential:',
-            'process': 'pipelined (two halves, guide in its own process):',
-            'thread': 'pipelined (two halves, guide on a worker thread):'}
-  for pipeline in _PIPELINE.value:
-    print(titles[pipeline])
-    for name, horizon, train in (('collection', _HORIZON.value, False),
-                                 ('  student only', 0, False), ('  guide only', episode, False),
-                                 (f'full loop (utd {_UTD.value:g})', _HORIZON.value, True)):
-      rate, around = loop_rate(env, raw, steps, train=train, horizon=horizon, pipeline=pipeline)
-      label = f'  {name} (h={horizon}):'
-      if pipeline == 'process':  # This process's CPU time leaves out the guide's process.
-        print(f'{label:32s} {rate[0]:9.1f} steps/s wall,       n/a per CPU-s  '
-              f'({100 * rate[0] / around[0]:.0f}% of raw {around[0]:.0f}/s measured around it)')
-        continue
-      print(f'{label:32s} {rate[0]:9.1f} steps/s wall, {rate[1]:9.1f} per CPU-s  '
-            f'({100 * rate[0] / around[0]:.0f}% / {100 * rate[1] / around[1]:.0f}% of raw '
-            f'{around[0]:.0f}/s measured around it)')
+  print(f'raw env: {raw.rate(steps):.1f} steps/s (target: collection >= 80% of it)')
+  loops = (('collection', _HORIZON.value, False, _REPEATS.value),
+           ('student only', 0, False, _REPEATS.value),
+           ('guide only', episode, False, _REPEATS.value),
+           (f'full loop (utd {_UTD.value:g})', _HORIZON.value, True, 1))
+  warmed = set()
+  for name, horizon, train, repeats in loops:
+    print(f'{name} (h={horizon}): steps/s and % of the raw rate measured around each run, '
+          f'median [min-max] of {repeats} run(s), the modes interleaved:')
+    runs = {mode: [] for mode in _PIPELINE.value}
+    for _ in range(repeats):
+      for mode in _PIPELINE.value:
+        warm_up = (mode, train) not in warmed
+        warmed.add((mode, train))
+        runs[mode].append(loop_rate(env, raw, steps, train, horizon, mode, warm_up))
+    for mode, results in runs.items():
+      rates = np.array([rate for rate, _ in results])
+      shares = 100 * rates / np.array([around for _, around in results])
+      print(f'  {TITLES[mode] + ":":40s} {np.median(rates):8.1f} steps/s  '
+            f'{np.median(shares):3.0f}% [{shares.min():.0f}-{shares.max():.0f}%] of raw')
   raw.env.close()
   env.close()
 
