@@ -50,6 +50,8 @@ _TRAIN_EVERY = flags.DEFINE_integer('train_every', 64, 'Env steps between update
 _BATCH = flags.DEFINE_integer('batch_size', 256, 'Transitions per update.')
 _PIPELINE = flags.DEFINE_list('pipeline', 'off,process,thread',
                               'Loop modes to measure: off (sequential), process, thread.')
+_GUIDE_MATMUL = flags.DEFINE_enum('guide_matmul_dtype', 'float32', ['float32', 'bfloat16'],
+                                  "The DT guide's matrix products (dt.Config.matmul_dtype).")
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Runs of each collection loop per mode (the full '
                                'loop runs once); the median is reported.')
 _MAX_EPISODE = flags.DEFINE_integer('max_episode_steps', None,
@@ -82,7 +84,8 @@ class RawEnv:
 def make_loop(env, utd: float, learning_starts: int, horizon: int,
               pipeline: str) -> GuidedLoop:
   key = jax.random.PRNGKey(0)
-  guide_state = init_state(dt, key, env.obs_dim, env.act_dim, dt.Config())
+  guide_config = dt.Config(matmul_dtype=_GUIDE_MATMUL.value)
+  guide_state = init_state(dt, key, env.obs_dim, env.act_dim, guide_config)
   guide = DTPolicy(guide_state, target_return=300.0)
   state = init_state(iql, key, env.obs_dim, env.act_dim, iql.Config())
   student = MLPPolicy(iql, state, deterministic=False)

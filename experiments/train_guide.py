@@ -62,6 +62,7 @@ class Config:
   warmup_steps: int = 2_000  # DT: linear learning-rate warm-up (capped at steps // 2).
   return_scale: float = 10.0  # DT: returns-to-go are divided by this.
   use_cost_token: bool = False  # DT: also condition on the cost-to-go.
+  matmul_dtype: str = 'float32'  # DT: 'bfloat16' multiplies bf16-rounded inputs, float32 sums.
   target_return: Optional[float] = None  # DT: conditioning return; None: a dataset quantile.
   target_quantile: float = 0.9  # DT: quantile of the episode returns used as target_return.
   target_cost: Optional[float] = None  # DT cost-to-go at t=0 (cost token); None: the task's kappa.
@@ -97,6 +98,8 @@ def validate(config: Config) -> None:
     raise ValueError(f'--target_quantile must be in [0, 1], got {config.target_quantile}')
   if config.batch_size is not None and config.batch_size <= 0:
     raise ValueError(f'--batch_size must be positive, got {config.batch_size}')
+  if config.matmul_dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f"--matmul_dtype must be 'float32' or 'bfloat16', got {config.matmul_dtype!r}")
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -118,7 +121,7 @@ def learner_config(config: Config, max_timestep: int):
                 dropout_rate=config.dropout_rate, context_len=config.context_len,
                 max_timestep=int(max_timestep), use_cost_token=config.use_cost_token,
                 warmup_steps=max(1, min(config.warmup_steps, config.steps // 2)),
-                return_scale=config.return_scale)
+                return_scale=config.return_scale, matmul_dtype=config.matmul_dtype)
   if config.batch_size:
     kwargs['batch_size'] = config.batch_size
   if config.learning_rate:
@@ -309,6 +312,9 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('warmup_steps', d.warmup_steps, 'DT learning-rate warm-up.', **kw)
   flags.DEFINE_float('return_scale', d.return_scale, 'DT return-to-go divisor.', **kw)
   flags.DEFINE_bool('use_cost_token', d.use_cost_token, 'DT conditions on cost-to-go.', **kw)
+  flags.DEFINE_enum('matmul_dtype', d.matmul_dtype, ['float32', 'bfloat16'],
+                    'DT matrix products: float32, or bfloat16 inputs with float32 sums (mixed '
+                    'precision, faster on CPUs with AVX512-BF16 and on accelerators).', **kw)
   flags.DEFINE_float('target_return', None, 'DT target return (default: quantile).', **kw)
   flags.DEFINE_float('target_quantile', d.target_quantile, 'DT target-return quantile.', **kw)
   flags.DEFINE_float('target_cost', None, 'DT cost-to-go at t=0 (default: kappa).', **kw)

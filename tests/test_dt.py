@@ -1,5 +1,7 @@
 """Tests for the GPT, the Decision Transformer learner and its rolling acting context."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -252,3 +254,18 @@ def test_pruned_outputs_equal_the_full_transformer(cost_token):
                              last, atol=1e-6)
   with pytest.raises(ValueError, match='outputs'):
     apply('middle')
+
+
+def test_mixed_precision_decision_transformer_learns_and_acts():
+  config = dataclasses.replace(TINY, matmul_dtype='bfloat16')
+  dataset = conditioned_dataset()
+  data = segments.make_segment_data(dataset, K, config.return_scale, config.cost_scale)
+  state = dt.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config, *dataset.obs_stats())
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+  for i in range(100):
+    state, metrics = dt.update_n(state, segments.sample_segments(
+        data, jax.random.PRNGKey(i), BATCH, num_batches=NUM_BATCHES))
+  assert float(metrics['loss/action']) < 5e-3
+  ctx = dt.init_context(state, 10.0)
+  action, ctx = dt.act_context(state, ctx, np.zeros(OBS_DIM, np.float32))
+  assert action.dtype == jnp.float32 and float(action[0]) > 0.3  # The return-10 demonstrations.

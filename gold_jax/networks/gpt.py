@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gold_jax.networks.precision import dot_general_for
+
 _init = nn.initializers.normal(stddev=0.02)
 
 
@@ -28,6 +30,9 @@ class TransformerConfig:
   dropout_rate: float = 0.1  # Dropout on embeddings, residual branches and attention weights.
   max_timestep: int = 1000  # Size of the timestep embedding table; later steps use the last.
   use_cost_token: bool = False  # Adds a cost-to-go token per step (4 tokens instead of 3).
+  # 'bfloat16': dense layers and attention projections multiply bfloat16-rounded inputs with
+  # float32 sums (`gold_jax.networks.precision`); everything else stays float32.
+  matmul_dtype: str = 'float32'
 
   @property
   def tokens_per_step(self) -> int:
@@ -41,9 +46,10 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, training: bool) -> jax.Array:
     cfg = self.config
-    x = nn.Dense(cfg.mlp_dim, kernel_init=_init)(x)
+    dot_general = dot_general_for(cfg.matmul_dtype)
+    x = nn.Dense(cfg.mlp_dim, kernel_init=_init, dot_general=dot_general)(x)
     x = nn.gelu(x)
-    x = nn.Dense(cfg.embed_dim, kernel_init=_init)(x)
+    x = nn.Dense(cfg.embed_dim, kernel_init=_init, dot_general=dot_general)(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=not training)
 
 
@@ -67,7 +73,8 @@ class TransformerBlock(nn.Module):
       mask = jax.vmap(select, in_axes=1, out_axes=1)(mask)
     h = nn.MultiHeadDotProductAttention(
         num_heads=cfg.num_heads, dropout_rate=cfg.dropout_rate, kernel_init=_init,
-        deterministic=not training)(queries, h, mask=mask)
+        deterministic=not training, qkv_dot_general=dot_general_for(cfg.matmul_dtype),
+        out_dot_general=dot_general_for(cfg.matmul_dtype))(queries, h, mask=mask)
     x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=not training)
     return x + MlpBlock(cfg)(nn.LayerNorm()(x), training)
 
