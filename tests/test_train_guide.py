@@ -78,7 +78,8 @@ def test_bc_guide_learns_checkpoints_and_evaluates(data_path, tmp_path, capsys):
 def test_dt_guide_metadata_target_return_and_round_trip(data_path, tmp_path):
   workdir = str(tmp_path / 'dt')
   summary = train_guide.run(_config(data_path, algo='dt', steps=100, log_every=50,
-                                    learning_rate=1e-3, target_quantile=0.5),
+                                    learning_rate=1e-3, target_quantile=0.5,
+                                    matmul_dtype='bfloat16'),  # Mixed precision, end to end.
                             workdir)
   returns = 20.0 * np.arange(1, 7)
   assert summary['target_return'] == pytest.approx(np.quantile(returns, 0.5))  # 70.
@@ -87,6 +88,7 @@ def test_dt_guide_metadata_target_return_and_round_trip(data_path, tmp_path):
   assert meta['config']['context_len'] == 4 and meta['config']['max_timestep'] >= LENGTH
   guide = load_guide(summary['checkpoint'])
   assert isinstance(guide, DTPolicy) and guide.target_return == pytest.approx(70.0)
+  assert meta['config']['matmul_dtype'] == guide.state.config.matmul_dtype == 'bfloat16'
   rows = open(os.path.join(workdir, 'metrics.csv')).read().splitlines()
   assert 'loss/action' in rows[0] and 'evaluation/reward_mean' in rows[0]
   losses = [float(r.split(',')[1]) for r in rows[1:] if r.split(',')[1]]
@@ -110,6 +112,8 @@ def test_validation():
     train_guide.validate(_config(''))
   with pytest.raises(ValueError, match='target_quantile'):
     train_guide.validate(_config('x.hdf5', target_quantile=2.0))
+  with pytest.raises(ValueError, match='--matmul_dtype'):
+    train_guide.validate(_config('x.hdf5', matmul_dtype='float16'))
 
 
 def test_learner_config_sizes_dt_to_the_episode_length():
