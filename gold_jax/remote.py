@@ -29,6 +29,7 @@ import collections
 import copy
 import multiprocessing
 import os
+import pickle
 import traceback
 from typing import Any, Iterable, Optional
 
@@ -102,7 +103,14 @@ class PolicyServer:
       self._process = context.Process(
           target=_serve, args=(child, policy, None if cpus is None else set(cpus)),
           name='gold-jax-policy-server', daemon=True)
-      self._process.start()
+      try:
+        self._process.start()  # Pickles `policy` for the new process.
+      except (pickle.PicklingError, TypeError, AttributeError) as e:
+        self._conn.close()
+        child.close()
+        raise TypeError(f'{type(policy).__name__} does not pickle, so it cannot be served from '
+                        f'another process ({e}); act in this process instead (a pipelined '
+                        "loop: pipeline='thread')") from e
     finally:
       for name, value in saved.items():
         if value is None:

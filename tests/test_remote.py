@@ -77,3 +77,18 @@ def test_a_dead_server_is_reported():
     server._process.join()  # pylint: disable=protected-access
     with pytest.raises(remote.RemoteError, match='exited'):
       client.act(np.zeros((1, OBS_DIM), np.float32))
+
+
+class _Unpicklable:
+  """A policy holding a lambda: it cannot be sent to another process."""
+
+  def __init__(self):
+    self.fn = lambda obs: obs
+
+  def act(self, obs):
+    return self.fn(obs)
+
+
+def test_a_policy_that_does_not_pickle_is_refused_with_the_alternative():
+  with pytest.raises(TypeError, match=r"_Unpicklable does not pickle(.|\n)*pipeline='thread'"):
+    remote.PolicyServer(_Unpicklable())
