@@ -43,10 +43,26 @@ class RemoteError(RuntimeError):
 _REPLIED = ('act', 'warm_up')  # Calls the client waits for; the others get no reply.
 
 
-def _serve(conn, template, cpus) -> None:
-  """The server process: builds clients' policies from `template` and answers their calls."""
-  if cpus and hasattr(os, 'sched_setaffinity'):
-    os.sched_setaffinity(0, cpus)
+def _pin_process(cpus) -> None:
+  """Restricts every thread of this process (and the threads it starts later) to `cpus`."""
+  if not cpus or not hasattr(os, 'sched_setaffinity'):
+    return
+  os.sched_setaffinity(0, cpus)
+  try:
+    threads = [int(t) for t in os.listdir('/proc/self/task')]
+  except OSError:
+    return
+  for thread in threads:  # Threads started before, e.g. by the runtime's import.
+    try:
+      os.sched_setaffinity(thread, cpus)
+    except OSError:
+      pass
+
+
+def _serve(conn, blob: bytes, cpus) -> None:
+  """The server process: builds clients' policies from the pickled `blob` and answers calls."""
+  _pin_process(cpus)
+  template = pickle.loads(blob)  # After pinning: the runtime's threads start on `cpus`.
   import jax  # pylint: disable=g-import-not-at-top
   policies = {}
   failed = None
@@ -94,6 +110,12 @@ class PolicyServer:
   """
 
   def __init__(self, policy, cpus: Optional[Iterable[int]] = None):
+    try:
+      blob = pickle.dumps(policy)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+      raise TypeError(f'{type(policy).__name__} does not pickle, so it cannot be served from '
+                      f'another process ({e}); act in this process instead (a pipelined '
+                      "loop: pipeline='thread')") from e
     context = multiprocessing.get_context('spawn')
     self._conn, child = context.Pipe()
     env = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}  # An accelerator stays free for the learner.
@@ -101,16 +123,9 @@ class PolicyServer:
     os.environ.update(env)
     try:
       self._process = context.Process(
-          target=_serve, args=(child, policy, None if cpus is None else set(cpus)),
+          target=_serve, args=(child, blob, None if cpus is None else set(cpus)),
           name='gold-jax-policy-server', daemon=True)
-      try:
-        self._process.start()  # Pickles `policy` for the new process.
-      except (pickle.PicklingError, TypeError, AttributeError) as e:
-        self._conn.close()
-        child.close()
-        raise TypeError(f'{type(policy).__name__} does not pickle, so it cannot be served from '
-                        f'another process ({e}); act in this process instead (a pipelined '
-                        "loop: pipeline='thread')") from e
+      self._process.start()
     finally:
       for name, value in saved.items():
         if value is None:
