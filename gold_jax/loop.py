@@ -210,6 +210,11 @@ class GuidedLoop:
   # -- collection ---------------------------------------------------------------------------
 
   @property
+  def pipelined(self) -> bool:
+    """Whether two halves of the envs take turns (`LoopConfig.pipeline` is not 'off')."""
+    return len(self.lanes) > 1
+
+  @property
   def obs(self) -> Optional[np.ndarray]:
     """The current observations of all envs (None before the first step)."""
     if self.lanes[0].obs is None:
@@ -274,11 +279,11 @@ class GuidedLoop:
     if self.lanes[0].obs is None:
       self.start()
     guide_steps = 0
-    if len(self.lanes) > 1 and not any(lane.policy.needs_guide() for lane in self.lanes):
+    if self.pipelined and not any(lane.policy.needs_guide() for lane in self.lanes):
       self._student_step()
     else:
       for i, lane in enumerate(self.lanes):
-        following = self.lanes[(i + 1) % len(self.lanes)] if len(self.lanes) > 1 else None
+        following = self.lanes[(i + 1) % len(self.lanes)] if self.pipelined else None
         guide_steps += self._lane_step(lane, following)
     self.step += self.num_envs
     self._window['env_steps'] += self.num_envs
@@ -311,7 +316,7 @@ class GuidedLoop:
     `should_stop` is checked between steps, where the loop's state is consistent (a stop
     requested by a signal handler never cuts an update or a buffer write in half).
     """
-    if len(self.lanes) == 1:
+    if not self.pipelined:
       self._run(until_step, progress, should_stop)
       return
     # While pipelining, the simulators (this thread) and the guide keep to different cores;

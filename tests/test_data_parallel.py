@@ -61,13 +61,18 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_data_parallel_update_equals_single_device():
+def _run_on_two_cpu_devices(script: str) -> str:
+  """Runs `script` in a fresh interpreter with two CPU devices; returns what it printed."""
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  result = subprocess.run([sys.executable, '-c', SCRIPT], env=env, capture_output=True,
+  result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0, result.stdout + result.stderr
-  assert 'DATA PARALLEL OK' in result.stdout
+  return result.stdout
+
+
+def test_data_parallel_update_equals_single_device():
+  assert 'DATA PARALLEL OK' in _run_on_two_cpu_devices(SCRIPT)
 
 
 MLP_SCRIPT = textwrap.dedent("""
@@ -111,9 +116,4 @@ MLP_SCRIPT = textwrap.dedent("""
 
 
 def test_data_parallel_mlp_learners_equal_single_device():
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  result = subprocess.run([sys.executable, '-c', MLP_SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300)
-  assert result.returncode == 0, result.stdout + result.stderr
-  assert result.stdout.count('DATA PARALLEL OK') == 4
+  assert _run_on_two_cpu_devices(MLP_SCRIPT).count('DATA PARALLEL OK') == 4

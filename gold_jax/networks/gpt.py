@@ -66,6 +66,7 @@ class TransformerBlock(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, training: bool,
                select: Optional[Callable[[jax.Array], jax.Array]] = None) -> jax.Array:
     cfg = self.config
+    dot_general = dot_general_for(cfg.matmul_dtype)
     h = nn.LayerNorm()(x)
     queries = h
     if select is not None:  # mask (B, heads, L, L) -> (B, heads, L', L).
@@ -73,8 +74,8 @@ class TransformerBlock(nn.Module):
       mask = jax.vmap(select, in_axes=1, out_axes=1)(mask)
     h = nn.MultiHeadDotProductAttention(
         num_heads=cfg.num_heads, dropout_rate=cfg.dropout_rate, kernel_init=_init,
-        deterministic=not training, qkv_dot_general=dot_general_for(cfg.matmul_dtype),
-        out_dot_general=dot_general_for(cfg.matmul_dtype))(queries, h, mask=mask)
+        deterministic=not training, qkv_dot_general=dot_general,
+        out_dot_general=dot_general)(queries, h, mask=mask)
     x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=not training)
     return x + MlpBlock(cfg)(nn.LayerNorm()(x), training)
 
