@@ -39,6 +39,7 @@ from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data import segments
 from gold_jax.data.trajectories import TrajectoryDataset
 from gold_jax.evaluation import evaluate
+from gold_jax.networks.gpt import DROPOUT_IMPLS
 from gold_jax.policies import load_guide, uncommitted
 
 ALGOS = ('dt', 'bc')
@@ -63,6 +64,7 @@ class Config:
   return_scale: float = 10.0  # DT: returns-to-go are divided by this.
   use_cost_token: bool = False  # DT: also condition on the cost-to-go.
   matmul_dtype: str = 'float32'  # DT: 'bfloat16' multiplies bf16-rounded inputs, float32 sums.
+  dropout_impl: str = 'hash'  # DT: token-dropout masks from a counter hash, or 'threefry'.
   target_return: Optional[float] = None  # DT: conditioning return; None: a dataset quantile.
   target_quantile: float = 0.9  # DT: quantile of the episode returns used as target_return.
   target_cost: Optional[float] = None  # DT cost-to-go at t=0 (cost token); None: the task's kappa.
@@ -100,6 +102,8 @@ def validate(config: Config) -> None:
     raise ValueError(f'--batch_size must be positive, got {config.batch_size}')
   if config.matmul_dtype not in ('float32', 'bfloat16'):
     raise ValueError(f"--matmul_dtype must be 'float32' or 'bfloat16', got {config.matmul_dtype!r}")
+  if config.dropout_impl not in DROPOUT_IMPLS:
+    raise ValueError(f'--dropout_impl must be one of {DROPOUT_IMPLS}, got {config.dropout_impl!r}')
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -121,7 +125,8 @@ def learner_config(config: Config, max_timestep: int):
                 dropout_rate=config.dropout_rate, context_len=config.context_len,
                 max_timestep=int(max_timestep), use_cost_token=config.use_cost_token,
                 warmup_steps=max(1, min(config.warmup_steps, config.steps // 2)),
-                return_scale=config.return_scale, matmul_dtype=config.matmul_dtype)
+                return_scale=config.return_scale, matmul_dtype=config.matmul_dtype,
+                dropout_impl=config.dropout_impl)
   if config.batch_size:
     kwargs['batch_size'] = config.batch_size
   if config.learning_rate:
@@ -315,6 +320,9 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_enum('matmul_dtype', d.matmul_dtype, ['float32', 'bfloat16'],
                     'DT matrix products: float32, or bfloat16 inputs with float32 sums (mixed '
                     'precision, faster on CPUs with AVX512-BF16 and on accelerators).', **kw)
+  flags.DEFINE_enum('dropout_impl', d.dropout_impl, list(DROPOUT_IMPLS),
+                    "DT token-dropout masks: 'hash' (a counter hash, cheap on CPUs) or "
+                    "'threefry' (flax's nn.Dropout).", **kw)
   flags.DEFINE_float('target_return', None, 'DT target return (default: quantile).', **kw)
   flags.DEFINE_float('target_quantile', d.target_quantile, 'DT target-return quantile.', **kw)
   flags.DEFINE_float('target_cost', None, 'DT cost-to-go at t=0 (default: kappa).', **kw)

@@ -38,11 +38,24 @@ def _class_name(obj) -> str:
   return f'{type(obj).__module__}.{type(obj).__qualname__}'
 
 
-def _config_differences(saved: Optional[dict], current: Optional[dict]) -> List[str]:
-  saved, current = saved or {}, current or {}
+def _config_defaults(config) -> Dict[str, Any]:
+  """The JSON-normalised defaults of a config dataclass's fields that have one."""
+  if config is None:
+    return {}
+  defaults = {f.name: f.default for f in dataclasses.fields(config)
+              if f.default is not dataclasses.MISSING}
+  return json.loads(json.dumps(defaults))
+
+
+def _config_differences(saved: Optional[dict], current: Optional[dict],
+                        defaults: Optional[dict] = None) -> List[str]:
+  """Fields that differ; a field the saved config lacks is accepted when the template holds
+  its default (a checkpoint written before the field existed behaves as that default)."""
+  saved, current, defaults = saved or {}, current or {}, defaults or {}
   return [f'{name} (saved {saved.get(name, "<missing>")!r}, template '
           f'{current.get(name, "<missing>")!r})'
-          for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
+          for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)
+          and not (name not in saved and name in defaults and current[name] == defaults[name])]
 
 
 def _leaf_signature(leaf) -> Tuple[Tuple[int, ...], str]:
@@ -169,7 +182,8 @@ class CheckpointManager:
     metadata = self.read_metadata(step)
     template_config = getattr(template, 'config', None)
     if metadata.get('config') is not None or template_config is not None:
-      differences = _config_differences(metadata.get('config'), _config_dict(template_config))
+      differences = _config_differences(metadata.get('config'), _config_dict(template_config),
+                                        _config_defaults(template_config))
       if differences:
         raise CheckpointError(f'{path}: saved with a different config; differing fields: '
                               + '; '.join(differences))

@@ -157,6 +157,22 @@ def test_different_config_names_fields(tmp_path):
   assert 'tau' not in message
 
 
+@dataclasses.dataclass(frozen=True)
+class NewerToyConfig(ToyConfig):
+  """ToyConfig after a release that added a field."""
+  dropout_impl: str = 'hash'
+
+
+def test_field_added_since_the_checkpoint_takes_its_default(tmp_path):
+  manager = CheckpointManager(tmp_path)
+  saved = _trained(steps=1)
+  manager.save(1, saved)
+  restored = manager.restore(_init(jax.random.key(0), config=NewerToyConfig()))
+  chex.assert_trees_all_equal(restored.actor.params, saved.actor.params)
+  with pytest.raises(CheckpointError, match=r"dropout_impl \(saved '<missing>', template 'x'\)"):
+    manager.restore(_init(jax.random.key(0), config=NewerToyConfig(dropout_impl='x')))
+
+
 def test_shape_mismatch_names_leaves(tmp_path):
   manager = CheckpointManager(tmp_path)
   manager.save(1, _trained(steps=1))

@@ -89,6 +89,7 @@ def test_dt_guide_metadata_target_return_and_round_trip(data_path, tmp_path):
   guide = load_guide(summary['checkpoint'])
   assert isinstance(guide, DTPolicy) and guide.target_return == pytest.approx(70.0)
   assert meta['config']['matmul_dtype'] == guide.state.config.matmul_dtype == 'bfloat16'
+  assert meta['config']['dropout_impl'] == guide.state.config.dropout_impl == 'hash'
   rows = open(os.path.join(workdir, 'metrics.csv')).read().splitlines()
   assert 'loss/action' in rows[0] and 'evaluation/reward_mean' in rows[0]
   losses = [float(r.split(',')[1]) for r in rows[1:] if r.split(',')[1]]
@@ -114,6 +115,8 @@ def test_validation():
     train_guide.validate(_config('x.hdf5', target_quantile=2.0))
   with pytest.raises(ValueError, match='--matmul_dtype'):
     train_guide.validate(_config('x.hdf5', matmul_dtype='float16'))
+  with pytest.raises(ValueError, match='--dropout_impl'):
+    train_guide.validate(_config('x.hdf5', dropout_impl='philox'))
 
 
 def test_learner_config_sizes_dt_to_the_episode_length():

@@ -54,13 +54,15 @@ class Config:
   # float32 (mixed precision; about 2x the float32 matrix rate on CPUs with AVX512-BF16 and on
   # accelerators); parameters and optimiser stay float32.
   matmul_dtype: str = 'float32'
+  # Token-dropout masks: 'hash' (a counter hash, cheap on CPUs) or 'threefry' (flax's).
+  dropout_impl: str = 'hash'
 
   def transformer(self, act_dim: int) -> TransformerConfig:
     return TransformerConfig(
         act_dim=act_dim, embed_dim=self.embed_dim, num_layers=self.num_layers,
         num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
         max_timestep=self.max_timestep, use_cost_token=self.use_cost_token,
-        matmul_dtype=self.matmul_dtype)
+        matmul_dtype=self.matmul_dtype, dropout_impl=self.dropout_impl)
 
 
 @flax.struct.dataclass

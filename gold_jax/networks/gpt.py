@@ -14,9 +14,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gold_jax.networks.dropout import HashDropout
 from gold_jax.networks.precision import dot_general_for
 
 _init = nn.initializers.normal(stddev=0.02)
+DROPOUT_IMPLS = ('hash', 'threefry')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,17 @@ class TransformerConfig:
   # 'bfloat16': dense layers and attention projections multiply bfloat16-rounded inputs with
   # float32 sums (`gold_jax.networks.precision`); everything else stays float32.
   matmul_dtype: str = 'float32'
+  # Masks of the token dropout (embeddings, residual branches): 'hash' derives them from a
+  # counter hash (`gold_jax.networks.dropout`, cheap on CPUs); 'threefry' is flax's
+  # `nn.Dropout`. Attention-weight dropout is flax's either way (one mask per call).
+  dropout_impl: str = 'hash'
+
+  def __post_init__(self):
+    if self.dropout_impl not in DROPOUT_IMPLS:
+      raise ValueError(f'dropout_impl must be one of {DROPOUT_IMPLS}, got {self.dropout_impl!r}')
+
+  def dropout(self) -> nn.Module:
+    return (HashDropout if self.dropout_impl == 'hash' else nn.Dropout)(self.dropout_rate)
 
   @property
   def tokens_per_step(self) -> int:
@@ -50,7 +63,7 @@ class MlpBlock(nn.Module):
     x = nn.Dense(cfg.mlp_dim, kernel_init=_init, dot_general=dot_general)(x)
     x = nn.gelu(x)
     x = nn.Dense(cfg.embed_dim, kernel_init=_init, dot_general=dot_general)(x)
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=not training)
+    return cfg.dropout()(x, deterministic=not training)
 
 
 class TransformerBlock(nn.Module):
@@ -76,7 +89,7 @@ class TransformerBlock(nn.Module):
         num_heads=cfg.num_heads, dropout_rate=cfg.dropout_rate, kernel_init=_init,
         deterministic=not training, qkv_dot_general=dot_general,
         out_dot_general=dot_general)(queries, h, mask=mask)
-    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=not training)
+    x = x + cfg.dropout()(h, deterministic=not training)
     return x + MlpBlock(cfg)(nn.LayerNorm()(x), training)
 
 
@@ -116,7 +129,7 @@ class DecisionTransformer(nn.Module):
     if outputs == 'last':  # The last token is then the last observation.
       x, token_mask = x[:, :-1], token_mask[:, :-1]
     x = nn.LayerNorm(name='embed_ln')(x)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not training)
+    x = cfg.dropout()(x, deterministic=not training)
 
     attention_mask = nn.combine_masks(
         nn.make_causal_mask(token_mask),
