@@ -99,7 +99,7 @@ def _block(tree) -> None:
                tree)
 
 
-def _transitions(rng: np.random.Generator, shape, obs_dim: int, act_dim: int):
+def transitions(rng: np.random.Generator, shape, obs_dim: int, act_dim: int):
   from gold_jax.types import Transition
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   return Transition(
@@ -111,7 +111,7 @@ def _transitions(rng: np.random.Generator, shape, obs_dim: int, act_dim: int):
       terminated=f32(rng.random(shape) < 0.01))
 
 
-def _segments(rng: np.random.Generator, shape, context_len: int, obs_dim: int, act_dim: int):
+def segments(rng: np.random.Generator, shape, context_len: int, obs_dim: int, act_dim: int):
   from gold_jax.data.segments import Segment
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   window = (*shape, context_len)
@@ -123,7 +123,7 @@ def _segments(rng: np.random.Generator, shape, context_len: int, obs_dim: int, a
       mask=jnp.ones(window, jnp.float32))
 
 
-def _with_hidden(config, hidden: int):
+def with_hidden(config, hidden: int):
   if 'hidden_dims' in {f.name for f in dataclasses.fields(config)}:
     return dataclasses.replace(config, hidden_dims=(hidden, hidden))
   return config
@@ -179,11 +179,11 @@ def data_parallel_rate(module, init_state: Callable[[], Any], batches, reps: int
 def bench_mlp_learner(name: str, batch: int, hidden: int, obs_dim: int, act_dim: int, k: int,
                       reps: int, latency_calls: int, seed: int) -> Dict[str, Any]:
   module = importlib.import_module(f'gold_jax.agents.{name}')
-  config = _with_hidden(module.Config(), hidden)
+  config = with_hidden(module.Config(), hidden)
   key_init, key_act = jax.random.split(jax.random.key(seed))
   state = module.init(key_init, obs_dim, act_dim, config)
   rng = np.random.default_rng(seed)
-  batches = _transitions(rng, (k, batch), obs_dim, act_dim)
+  batches = transitions(rng, (k, batch), obs_dim, act_dim)
   one_batch = jax.tree.map(lambda x: x[0], batches)
   flops = xla_flops(module.update, state, one_batch)
 
@@ -208,12 +208,12 @@ def bench_dt(batch: int, obs_dim: int, act_dim: int, k: int, reps: int, latency_
   config = parse_overrides(overrides, dt.Config())
   state = dt.init(jax.random.key(seed), obs_dim, act_dim, config)
   rng = np.random.default_rng(seed)
-  segments = _segments(rng, (k, batch), config.context_len, obs_dim, act_dim)
-  flops = xla_flops(dt.update, state, jax.tree.map(lambda x: x[0], segments))
+  windows = segments(rng, (k, batch), config.context_len, obs_dim, act_dim)
+  flops = xla_flops(dt.update, state, jax.tree.map(lambda x: x[0], windows))
 
-  state, seconds, recompiles = time_update_n(dt.update_n, state, segments, reps)
+  state, seconds, recompiles = time_update_n(dt.update_n, state, windows, reps)
   parallel = data_parallel_rate(
-      dt, lambda: dt.init(jax.random.key(seed), obs_dim, act_dim, config), segments, reps)
+      dt, lambda: dt.init(jax.random.key(seed), obs_dim, act_dim, config), windows, reps)
   obs = rng.normal(size=(obs_dim,)).astype(np.float32)
   ctx = dt.init_context(state, target_return=10.0)
 
