@@ -111,7 +111,9 @@ def _hlo_ops(hlo: str) -> Dict[str, Dict[str, Any]]:
     called = re.search(r'calls=%?([\w.-]+)', line)
     is_dot = bool(re.search(r'\b(dot|convolution)\(', line)) or bool(
         called and re.search(r'\b(dot|convolution)\(', bodies.get(called.group(1), '')))
-    source = re.search(r'op_name="([^"]*)"', line)
+    # A fusion without its own source names that of the first op inside it that has one.
+    source = re.search(r'op_name="([^"]*)"', line) or (
+        called and re.search(r'op_name="([^"]*)"', bodies.get(called.group(1), '')))
     ops[name] = {'matmul': is_dot, 'source': source.group(1) if source else ''}
   return ops
 
