@@ -101,7 +101,7 @@ def build(target: str, k: int = 20, batch: int = 256, hidden: int = 256, dt_batc
 
 def _hlo_ops(hlo: str) -> Dict[str, Dict[str, Any]]:
   """For every instruction of the compiled HLO: whether it computes a matrix product (a dot,
-  or a fusion whose computation holds one) and its source operation name."""
+  or a fusion whose computation holds one), whether it is control flow, and its source."""
   bodies: Dict[str, str] = {}
   for match in re.finditer(r'^(?:%)?([\w.-]+) [^\n]*\{\n(.*?)^\}', hlo, re.M | re.S):
     bodies[match.group(1)] = match.group(2)
@@ -114,7 +114,10 @@ def _hlo_ops(hlo: str) -> Dict[str, Dict[str, Any]]:
     # A fusion without its own source names that of the first op inside it that has one.
     source = re.search(r'op_name="([^"]*)"', line) or (
         called and re.search(r'op_name="([^"]*)"', bodies.get(called.group(1), '')))
-    ops[name] = {'matmul': is_dot, 'source': source.group(1) if source else ''}
+    # Control flow (a scan's while, a cond) spans the ops of its bodies, which are traced too.
+    container = bool(re.search(r'\s(while|conditional|call)\(', line))
+    ops[name] = {'matmul': is_dot and not container, 'container': container,
+                 'source': source.group(1) if source else ''}
   return ops
 
 
@@ -155,7 +158,8 @@ def profile(target: Target, calls: int = 5) -> Dict[str, Any]:
   per_op = collections.defaultdict(float)
   for event in events:
     name = event.get('name', '')
-    if name in hlo and not any(word in name for word in _RUNTIME_EVENTS):
+    if name in hlo and not hlo[name]['container'] and not any(
+        word in name for word in _RUNTIME_EVENTS):
       per_op[name] += float(event.get('dur', 0.0)) * 1e-6 / calls
   op_time = sum(per_op.values())
   matmul = sum(t for name, t in per_op.items() if hlo[name]['matmul'])
@@ -183,8 +187,8 @@ def report(result: Dict[str, Any], top: int, log: Callable[[str], None] = print)
   log(f'matrix products: {result["matmul_share"]:.1%} of op time')
   if result['gflops']:
     log(f'{result["flops"] / 1e9:.3f} GFLOP per call: {result["gflops"]:.1f} GFLOP/s of wall '
-        f'time, {result["matmul_gflops_per_op_second"]:.1f} GFLOP/s per second of '
-        'matrix-product op time (the rate of one busy core)')
+        f'time, {result["matmul_gflops_per_op_second"]:.1f} GFLOP per second of '
+        'matrix-product op time')
   log('op time by source:')
   for group, seconds in list(result['groups'].items())[:top]:
     log(f'  {seconds * 1e3:9.3f} ms  {seconds / result["op_s"]:6.1%}  {group}')

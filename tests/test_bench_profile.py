@@ -23,6 +23,15 @@ def test_hlo_ops_tell_matrix_products_from_the_rest():
   assert any(not op['matmul'] and 'tanh' in op['source'] for op in ops.values())
 
 
+def test_control_flow_is_not_counted_as_an_op():
+  f = jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: jnp.tanh(y @ y), x))
+  hlo = f.lower(jnp.ones((8, 8))).compile().as_text()
+  ops = bench_profile._hlo_ops(hlo)  # pylint: disable=protected-access
+  loops = [name for name, op in ops.items() if op['container']]
+  assert loops and all(not ops[name]['matmul'] for name in loops)
+  assert any(op['matmul'] for op in ops.values())
+
+
 def test_group_strips_transformations_and_control_flow():
   group = bench_profile._group  # pylint: disable=protected-access
   assert group('jit(f)/transpose(jvp(Model))/block_0/MlpBlock_0/Dense_0/dot_general') == (
@@ -32,7 +41,7 @@ def test_group_strips_transformations_and_control_flow():
   assert group('') == '(no source)'
 
 
-@pytest.mark.parametrize('target', ['iql', 'dt', 'dt_act'])
+@pytest.mark.parametrize('target', ['iql', 'cvpo', 'dt', 'dt_act'])
 def test_profile_attributes_op_time(target):
   built = bench_profile.build(target, k=2, batch=8, hidden=16, dt_batch=4, dt_config=TINY_DT,
                               obs_dim=5, act_dim=2)
@@ -41,6 +50,7 @@ def test_profile_attributes_op_time(target):
   if not result['ops_per_call']:
     pytest.skip('this JAX backend writes no per-op trace events')
   assert result['op_s'] > 0 and 0.0 < result['matmul_share'] <= 1.0
+  assert result['concurrency'] < 1.5 * os.cpu_count()  # Loops are not counted twice.
   assert any(op['matmul'] for op in result['slowest'])
   assert sum(result['groups'].values()) == pytest.approx(result['op_s'])
   lines = []
