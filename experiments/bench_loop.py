@@ -38,6 +38,7 @@ from gold_jax import envs, jsrl
 from gold_jax.agents import dt, iql
 from gold_jax.data.replay import ReplayBuffer
 from gold_jax.loop import PIPELINE_MODES, GuidedLoop, LoopConfig
+from gold_jax.networks.precision import MATMUL_DTYPES
 from gold_jax.policies import DTPolicy, MLPPolicy, RandomPolicy, init_state
 
 _TASK = flags.DEFINE_string('task', 'Car-Circle', 'Task name.')
@@ -50,7 +51,7 @@ _TRAIN_EVERY = flags.DEFINE_integer('train_every', 64, 'Env steps between update
 _BATCH = flags.DEFINE_integer('batch_size', 256, 'Transitions per update.')
 _PIPELINE = flags.DEFINE_list('pipeline', 'off,process,thread',
                               'Loop modes to measure: off (sequential), process, thread.')
-_GUIDE_MATMUL = flags.DEFINE_enum('guide_matmul_dtype', 'float32', ['float32', 'bfloat16'],
+_GUIDE_MATMUL = flags.DEFINE_enum('guide_matmul_dtype', 'float32', list(MATMUL_DTYPES),
                                   "The DT guide's matrix products (dt.Config.matmul_dtype).")
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Runs of each collection loop per mode (the full '
                                'loop runs once); the median is reported.')

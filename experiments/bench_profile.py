@@ -40,10 +40,6 @@ import numpy as np
 from experiments import bench_learners
 
 TARGETS = ('iql', 'cvpo', 'sac', 'dt', 'dt_act')
-# Trace events of the runtime around the ops, not ops of the compiled program.
-_RUNTIME_EVENTS = ('Execute', 'Pjit', 'ThreadPool', 'Await', 'ParseArguments', 'Handle inputs',
-                   'DevicePut', 'Allocate', 'CreateOutputs', 'ExecutePrepare')
-
 # Source-path parts of control flow (scan bodies), not of modules.
 _CONTROL_FLOW = ('while', 'body', 'cond', 'closed_call', 'checkpoint', 'remat')
 
@@ -158,8 +154,7 @@ def profile(target: Target, calls: int = 5) -> Dict[str, Any]:
   per_op = collections.defaultdict(float)
   for event in events:
     name = event.get('name', '')
-    if name in hlo and not hlo[name]['container'] and not any(
-        word in name for word in _RUNTIME_EVENTS):
+    if name in hlo and not hlo[name]['container']:  # Runtime events have no HLO name.
       per_op[name] += float(event.get('dur', 0.0)) * 1e-6 / calls
   op_time = sum(per_op.values())
   matmul = sum(t for name, t in per_op.items() if hlo[name]['matmul'])

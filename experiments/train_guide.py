@@ -40,6 +40,7 @@ from gold_jax.data import segments
 from gold_jax.data.trajectories import TrajectoryDataset
 from gold_jax.evaluation import evaluate
 from gold_jax.networks.gpt import DROPOUT_IMPLS
+from gold_jax.networks.precision import MATMUL_DTYPES
 from gold_jax.policies import load_guide, uncommitted
 
 ALGOS = ('dt', 'bc')
@@ -100,8 +101,8 @@ def validate(config: Config) -> None:
     raise ValueError(f'--target_quantile must be in [0, 1], got {config.target_quantile}')
   if config.batch_size is not None and config.batch_size <= 0:
     raise ValueError(f'--batch_size must be positive, got {config.batch_size}')
-  if config.matmul_dtype not in ('float32', 'bfloat16'):
-    raise ValueError(f"--matmul_dtype must be 'float32' or 'bfloat16', got {config.matmul_dtype!r}")
+  if config.matmul_dtype not in MATMUL_DTYPES:
+    raise ValueError(f'--matmul_dtype must be one of {MATMUL_DTYPES}, got {config.matmul_dtype!r}')
   if config.dropout_impl not in DROPOUT_IMPLS:
     raise ValueError(f'--dropout_impl must be one of {DROPOUT_IMPLS}, got {config.dropout_impl!r}')
 
@@ -317,7 +318,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('warmup_steps', d.warmup_steps, 'DT learning-rate warm-up.', **kw)
   flags.DEFINE_float('return_scale', d.return_scale, 'DT return-to-go divisor.', **kw)
   flags.DEFINE_bool('use_cost_token', d.use_cost_token, 'DT conditions on cost-to-go.', **kw)
-  flags.DEFINE_enum('matmul_dtype', d.matmul_dtype, ['float32', 'bfloat16'],
+  flags.DEFINE_enum('matmul_dtype', d.matmul_dtype, list(MATMUL_DTYPES),
                     'DT matrix products: float32, or bfloat16 inputs with float32 sums (mixed '
                     'precision, faster on CPUs with AVX512-BF16 and on accelerators).', **kw)
   flags.DEFINE_enum('dropout_impl', d.dropout_impl, list(DROPOUT_IMPLS),

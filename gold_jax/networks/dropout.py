@@ -11,6 +11,8 @@ within 2**-32. Masks depend only on the key and the element's index in the full 
 sharded (data-parallel) call draws exactly the masks of the single-device one.
 """
 
+import math
+
 import flax.linen as nn
 import jax
 from jax import lax
@@ -30,14 +32,11 @@ def _mix(h: jax.Array) -> jax.Array:
 
 def hash_bits(key: jax.Array, shape) -> jax.Array:
   """Uniform uint32 words of `shape` from `key`: two hash rounds of each flat index."""
+  size = math.prod(shape)
+  if size > 2**32:
+    raise ValueError(f'hash_bits: {size} elements exceed the 2**32 distinct indices')
   seed = jax.random.bits(key, (2,), _U32)
-  index = jnp.zeros(shape, _U32)
-  stride = 1
-  for axis in reversed(range(len(shape))):
-    index = index + lax.broadcasted_iota(_U32, shape, axis) * _U32(stride)
-    stride *= shape[axis]
-  if stride > 2**32:
-    raise ValueError(f'hash_bits: {stride} elements exceed the 2**32 distinct indices')
+  index = lax.iota(_U32, size).reshape(shape)
   return _mix(_mix(index * _U32(0x9E3779B9) + seed[0]) ^ seed[1])
 
 

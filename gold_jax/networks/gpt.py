@@ -44,6 +44,10 @@ class TransformerConfig:
     if self.dropout_impl not in DROPOUT_IMPLS:
       raise ValueError(f'dropout_impl must be one of {DROPOUT_IMPLS}, got {self.dropout_impl!r}')
 
+  def dot_general(self):
+    """The dense layers' `dot_general` for `matmul_dtype` (None: flax's float32 default)."""
+    return dot_general_for(self.matmul_dtype)
+
   def dropout(self) -> nn.Module:
     return (HashDropout if self.dropout_impl == 'hash' else nn.Dropout)(self.dropout_rate)
 
@@ -59,7 +63,7 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, training: bool) -> jax.Array:
     cfg = self.config
-    dot_general = dot_general_for(cfg.matmul_dtype)
+    dot_general = cfg.dot_general()
     x = nn.Dense(cfg.mlp_dim, kernel_init=_init, dot_general=dot_general)(x)
     x = nn.gelu(x)
     x = nn.Dense(cfg.embed_dim, kernel_init=_init, dot_general=dot_general)(x)
@@ -79,7 +83,7 @@ class TransformerBlock(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, training: bool,
                select: Optional[Callable[[jax.Array], jax.Array]] = None) -> jax.Array:
     cfg = self.config
-    dot_general = dot_general_for(cfg.matmul_dtype)
+    dot_general = cfg.dot_general()
     h = nn.LayerNorm()(x)
     queries = h
     if select is not None:  # mask (B, heads, L, L) -> (B, heads, L', L).

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 _BF16 = jnp.bfloat16
 _F32 = jnp.float32
+MATMUL_DTYPES = ('float32', 'bfloat16')  # The choices of a config's `matmul_dtype`.
 
 
 @jax.custom_vjp
