@@ -38,6 +38,24 @@ def check_stages(stages: Sequence[int]) -> tuple:
   return stages
 
 
+# The default curriculum: the guide acts for (5/6, 4/6, ..., 1/6, 0) of the episode length.
+DEFAULT_FRACTIONS = (5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0.0)
+
+
+def horizons_from_fractions(fractions: Sequence[float], episode_len: int) -> tuple:
+  """Horizons `round(f * T)` of a curriculum given in fractions of the episode length T.
+
+  Fractions lie in [0, 1] and do not increase; a fraction of 1 lets the guide drive whole
+  episodes. The result passes `check_stages`.
+  """
+  fractions = tuple(float(f) for f in fractions)
+  if any(not 0.0 <= f <= 1.0 for f in fractions):
+    raise ValueError(f'guide fractions must lie in [0, 1], got {list(fractions)}')
+  if episode_len <= 0:
+    raise ValueError(f'episode length must be positive, got {episode_len}')
+  return check_stages([int(round(f * episode_len)) for f in fractions])
+
+
 class JSRLPolicy:
   """Acts with `guide` while the episode's timestep is below `horizon`, then with `student`.
 

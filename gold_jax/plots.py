@@ -1,4 +1,8 @@
-"""Learning-curve figures: mean and standard deviation across seeds, reward and cost panels."""
+"""Learning-curve figures: the mean across seeds with a min–max band, reward and cost panels.
+
+A min–max band stays within the values the seeds reached, so a cost band never dips below
+zero; step axes read `5k`, `1.2M`.
+"""
 
 import os
 from typing import Mapping, Optional, Sequence, Tuple
@@ -29,7 +33,14 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def aggregate(seeds: Sequence[Curve], num_points: Optional[int] = None
               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """`(steps, mean, std)` across seeds on a common step grid.
+  """`(steps, mean, std)` across seeds on a common step grid (see `stack`)."""
+  grid, stacked = stack(seeds, num_points)
+  return grid, stacked.mean(0), stacked.std(0)
+
+
+def stack(seeds: Sequence[Curve], num_points: Optional[int] = None
+          ) -> Tuple[np.ndarray, np.ndarray]:
+  """`(steps, values (seeds, steps))` on a common step grid.
 
   Seeds logged at different steps are linearly interpolated onto the steps of the
   longest-logged seed, restricted to the range every seed covers.
@@ -52,18 +63,32 @@ def aggregate(seeds: Sequence[Curve], num_points: Optional[int] = None
   grid = grid[(grid >= lo) & (grid <= hi)]
   if num_points is not None and grid.size > num_points:
     grid = np.linspace(lo, hi, num_points)
-  stacked = np.stack([np.interp(grid, s, v) for s, v in curves])
-  return grid, stacked.mean(0), stacked.std(0)
+  return grid, np.stack([np.interp(grid, s, v) for s, v in curves])
+
+
+def step_label(x: float, _=None) -> str:
+  """Axis label of an env-step count: 0, 500, 5k, 12.5k, 1.2M."""
+  for scale, suffix in ((1e6, 'M'), (1e3, 'k')):
+    if abs(x) >= scale:
+      return f'{x / scale:.3g}{suffix}'
+  return f'{x:.0f}'
+
+
+def _step_axis(ax) -> None:
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(step_label))
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(6))
 
 
 def _plot_runs(ax, runs: Mapping[str, Sequence[Curve]], smoothing: int,
                colors: Optional[Mapping[str, str]] = None) -> None:
   for name, seeds in runs.items():
-    steps, mean, std = aggregate([(s, smooth(v, smoothing)) for s, v in seeds])
+    steps, values = stack([(s, smooth(v, smoothing)) for s, v in seeds])
     color = (colors or {}).get(name)
-    line, = ax.plot(steps, mean, color=color, label=f'{name} (n={len(seeds)})')
-    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2,
+    line, = ax.plot(steps, values.mean(0), color=color, label=f'{name} (n={len(seeds)})')
+    ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2,
                     linewidth=0)
+  _step_axis(ax)
   ax.grid(alpha=0.3)
 
 
@@ -78,7 +103,7 @@ def _save(fig, out_png: str) -> str:
 def learning_curves(runs: Mapping[str, Sequence[Curve]], metric: str, out_png: str,
                     x_label: str = 'environment steps', title: Optional[str] = None,
                     smoothing: int = 1) -> str:
-  """One panel: per run, the mean of `metric` across seeds with a ±1 std band.
+  """One panel: per run, the mean of `metric` across seeds with a min–max band.
 
   `runs` maps a run name to a list of `(steps, values)`, one per seed. Returns `out_png`.
   """

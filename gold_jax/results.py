@@ -1,5 +1,10 @@
 """Aggregating finished runs into the paper's Table I layout (Markdown and CSV).
 
+Every finished run is one row of `runs.csv` (`RUN_COLUMNS`: task, method, seed, reward, cost,
+success, episodes, eval_set, ...); the tables are computed from those rows. `eval_set` is the
+`gold_jax.protocol.EvalSet` id of the episodes the run was scored on: within a (task, seed)
+every method should show the same one (`mixed_eval_sets` lists the ones that do not).
+
 Rows are tasks; for each method the table shows episode reward r (higher is better), episode
 cost c (lower is better) and, for driving tasks, success rate sr, each as mean ± std over seeds.
 In each row the best reward among the methods whose mean cost stays within the task's
@@ -10,13 +15,17 @@ import csv
 import dataclasses
 import io
 import math
-import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from gold_jax.files import atomic_open, write_text
+
 METHODS = ('BC', 'DT', 'IQL', 'CVPO', 'GOLD(BC-IQL)', 'GOLD(DT-CVPO)', 'GOLD(DT-IQL)')
 OFFLINE = ('BC', 'DT')
+EXPERT = 'expert'  # Method name of the demonstrating expert in runs.csv.
+RUN_COLUMNS = ('task', 'method', 'seed', 'reward', 'cost', 'success', 'episodes', 'eval_set',
+               'env_steps', 'seconds')
 
 
 @dataclasses.dataclass
@@ -97,17 +106,85 @@ def to_csv(table: Mapping[str, Mapping[str, Cell]], path: str) -> None:
         if values:
           m, s = mean_std(values)
           rows.append([task, method, field, f'{m:.6g}', f'{s:.6g}', len(values)])
-  tmp = path + '.tmp'
-  with open(tmp, 'w', newline='') as f:
+  with atomic_open(path, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['task', 'method', 'metric', 'mean', 'std', 'seeds'])
     writer.writerows(rows)
-  os.replace(tmp, path)
 
 
-def write_text(path: str, text: str) -> None:
-  """Atomic text write."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+def _number(value) -> str:
+  return '' if value is None or value == '' else f'{float(value):.6g}'
+
+
+def run_row(task: str, method: str, seed: int, result: Mapping) -> Dict[str, str]:
+  """One `runs.csv` row from a run's result dict (`reward`, `cost`, optional `success`,
+  `episodes`, `eval_set`, `env_steps`, `seconds`); `success` stays empty where the task
+  defines none."""
+  episodes = result.get('episodes')
+  return {'task': task, 'method': method, 'seed': str(int(seed)),
+          'reward': _number(result['reward']), 'cost': _number(result['cost']),
+          'success': _number(result.get('success')),
+          'episodes': '' if episodes is None else str(int(episodes)),
+          'eval_set': str(result.get('eval_set') or ''),
+          'env_steps': _number(result.get('env_steps')), 'seconds': _number(result.get('seconds'))}
+
+
+def write_runs_csv(rows: Sequence[Mapping[str, str]], path: str) -> None:
+  """Writes `runs.csv` (columns `RUN_COLUMNS`, rows sorted by task, method, seed), atomically."""
+  out = io.StringIO()
+  writer = csv.DictWriter(out, RUN_COLUMNS, lineterminator='\n')
+  writer.writeheader()
+  for row in sorted(rows, key=lambda r: (r['task'], r['method'], int(r['seed']))):
+    writer.writerow({k: row.get(k, '') for k in RUN_COLUMNS})
+  write_text(path, out.getvalue())
+
+
+def read_runs_csv(path: str) -> List[Dict[str, str]]:
+  """The rows of a `runs.csv`; a file without the protocol's columns is refused."""
+  with open(path, newline='') as f:
+    reader = csv.DictReader(f)
+    missing = [c for c in RUN_COLUMNS[:8] if c not in (reader.fieldnames or ())]
+    if missing:
+      raise ValueError(f'{path} is not a runs.csv: columns {missing} are missing')
+    return list(reader)
+
+
+def table_from_rows(rows: Sequence[Mapping[str, str]], tasks: Sequence[str],
+                    methods: Sequence[str]) -> Dict[str, Dict[str, Cell]]:
+  """`{task: {method: Cell}}` of the per-run rows (every seed found)."""
+  table = {t: {m: Cell() for m in methods} for t in tasks}
+  for row in rows:
+    if row['task'] in table and row['method'] in table[row['task']]:
+      table[row['task']][row['method']].add(
+          {'reward': row['reward'], 'cost': row['cost'],
+           'success': row['success'] if row.get('success') not in (None, '') else None})
+  return table
+
+
+def mixed_eval_sets(rows: Sequence[Mapping[str, str]]) -> List[Tuple[str, int]]:
+  """(task, seed) pairs whose runs were scored on more than one evaluation set."""
+  sets: Dict[Tuple[str, int], set] = {}
+  for row in rows:
+    sets.setdefault((row['task'], int(row['seed'])), set()).add(row.get('eval_set', ''))
+  return sorted(key for key, ids in sets.items() if len(ids) > 1)
+
+
+def experts_markdown(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float]) -> str:
+  """The demonstrating experts per task: reward / cost per seed, and whether mean cost ≤ κ."""
+  lines = ['| task | κ | expert reward | expert cost | per seed (reward / cost) | safe seeds |',
+           '|---|---|---|---|---|---|']
+  for task in kappas:
+    mine = sorted((r for r in rows if r['task'] == task and r['method'] == EXPERT),
+                  key=lambda r: int(r['seed']))
+    if not mine:
+      continue
+    reward = [float(r['reward']) for r in mine]
+    cost = [float(r['cost']) for r in mine]
+    per_seed = ', '.join(f'{a:.1f} / {c:.1f}' for a, c in zip(reward, cost))
+    safe = sum(c <= kappas[task] for c in cost)
+    lines.append(f'| {task} | {kappas[task]:g} | {_fmt(reward, False)} | {_fmt(cost, False)} '
+                 f'| {per_seed} | {safe} of {len(mine)} |')
+  if len(lines) == 2:
+    return ''
+  return ('Experts that recorded the demonstrations, on the same evaluation episodes:\n\n'
+          + '\n'.join(lines) + '\n')

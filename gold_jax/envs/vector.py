@@ -44,7 +44,7 @@ def step_autoreset(env: SafeEnv, action) -> Tuple:
 
 
 def _worker(conn, task: str, seed: int, options: Dict[str, Any]) -> None:
-  """Serves one env in a child process: commands ('reset', seed), ('step', action), ('close',)."""
+  """Serves one env in a child process: commands ('reset', kwargs), ('step', action), ('close',)."""
   env = None
   try:
     env = registry.make(task, seed=seed, **options)
@@ -54,7 +54,7 @@ def _worker(conn, task: str, seed: int, options: Dict[str, Any]) -> None:
       if command == 'close':
         break
       try:
-        result = env.reset(seed=arg) if command == 'reset' else step_autoreset(env, arg)
+        result = env.reset(**arg) if command == 'reset' else step_autoreset(env, arg)
         conn.send(('ok', result))
       except Exception as e:  # pylint: disable=broad-except
         conn.send(('error', e))
@@ -161,17 +161,26 @@ class SafeVecEnv:
     self.observation_space = gymnasium.vector.utils.batch_space(obs_space, n)
     self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (n, self.act_dim), np.float32, seed=seed)
 
-  def reset(self, seed: Optional[int] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """Resets every copy; with `seed`, copy `i` is reseeded with `seed + i`."""
+  def reset(self, seed: Optional[int] = None, options: Optional[Sequence[Optional[Dict]]] = None
+            ) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Resets every copy; with `seed`, copy `i` is reseeded with `seed + i`. `options[i]` (one
+    dict or None per copy) goes to copy `i`'s reset, e.g. `{'scenario_index': k}`."""
     seeds = [None if seed is None else int(seed) + self._offset + i for i in range(self.num_envs)]
+    if options is None:
+      options = [None] * self.num_envs
+    if len(options) != self.num_envs:
+      raise ValueError(f'reset options: expected one per env copy ({self.num_envs}), got '
+                       f'{len(options)}')
+    kwargs = [dict(seed=s) if o is None else dict(seed=s, options=o)
+              for s, o in zip(seeds, options)]
     if seed is not None:
       self.action_space.seed(int(seed))
     if self._remotes:
-      for remote, s in zip(self._remotes, seeds):
-        remote.send('reset', s)
+      for remote, kw in zip(self._remotes, kwargs):
+        remote.send('reset', kw)
       results = _gather(self._remotes)
     else:
-      results = [env.reset(seed=s) for env, s in zip(self._envs, seeds)]
+      results = [env.reset(**kw) for env, kw in zip(self._envs, kwargs)]
     obs, infos = zip(*results)
     return np.stack(obs), _merge_infos(infos)
 
