@@ -78,25 +78,31 @@ def _is_vector(env) -> bool:
   return hasattr(env, 'num_envs')
 
 
-def step_flag(info: Dict[str, Any], key: str, done: np.ndarray) -> np.ndarray:
-  """Per copy: `info[key]` of this step as a bool, read from `final_info` where an episode
-  ended (a vector env's info then already belongs to the next episode); False if absent."""
+def step_info(info: Dict[str, Any], key: str, done: np.ndarray, default=0.0) -> np.ndarray:
+  """Per copy: `info[key]` of this step (float64), read from `final_info` where an episode
+  ended (a vector env's info then already belongs to the next episode); `default` if absent."""
   n = done.shape[0]
-  value = np.zeros(n, bool)
+  value = np.full(n, default, np.float64)
   if key in info:
     reported = np.asarray(info.get('_' + key, np.ones(n, bool)), bool)
-    value = reported & np.asarray(info[key], bool)
+    value = np.where(reported, np.asarray(info[key], np.float64), value)
   final_info = info.get('final_info')
   if final_info is not None:
     for i in np.flatnonzero(done):
       if final_info[i] is not None:
-        value[i] = bool(final_info[i].get(key, False))
+        value[i] = float(final_info[i].get(key, default))
   return value
+
+
+def step_flag(info: Dict[str, Any], key: str, done: np.ndarray) -> np.ndarray:
+  """`step_info` as a bool: False where absent."""
+  return step_info(info, key, done, 0.0) != 0.0
 
 
 def play(policy, env, num_episodes: int, seed: int = 0,
          scenarios: Optional[Sequence[int]] = None, record: bool = False,
-         flags: Sequence[str] = (), probe: Optional[Callable[[Any], Any]] = None,
+         flags: Sequence[str] = (), info_keys: Sequence[str] = (),
+         probe: Optional[Callable[[Any], Any]] = None,
          perturb: Optional[Perturb] = None, max_steps: Optional[int] = None,
          progress: bool = False, desc: str = 'episodes') -> Dict[str, Any]:
   """Plays `num_episodes` episodes of `policy` on `env` (a vector env, or one `SafeEnv`).
@@ -109,6 +115,7 @@ def play(policy, env, num_episodes: int, seed: int = 0,
     scenarios: scenario indices (reset option `scenario_index`), one per episode.
     record: keep each episode's transitions (DSRL keys, plus `terminals` and `timeouts`).
     flags: `info` keys kept per step as booleans (e.g. `crash`, `out_of_road`).
+    info_keys: `info` keys kept per step as floats (NaN where absent).
     probe: `probe(simulator_env) -> value`, called after the reset and after every step.
     perturb: `perturb(actions, episode_ids) -> actions`, e.g. exploration noise.
     max_steps: cut each episode after this many steps (a cut episode is neither terminal nor
@@ -128,7 +135,7 @@ def play(policy, env, num_episodes: int, seed: int = 0,
     single, env = env, _Single(env)
   if probe is not None and single is None:
     raise ValueError('a probe reads one simulator: pass a single env, not a vector env')
-  keep = record or bool(flags) or probe is not None
+  keep = record or bool(flags) or bool(info_keys) or probe is not None
   n = env.num_envs
   totals = {k: np.zeros(num_episodes, d) for k, d in
             (('return', np.float64), ('cost', np.float64), ('length', np.int64),
@@ -145,7 +152,7 @@ def play(policy, env, num_episodes: int, seed: int = 0,
     obs, _ = env.reset(seed=seed + start, options=options)
     policy.reset(n)
     ids = np.arange(start, start + n)
-    rows = [{k: [] for k in STEP_KEYS + tuple(flags)} for _ in range(count)]
+    rows = [{k: [] for k in STEP_KEYS + tuple(flags) + tuple(info_keys)} for _ in range(count)]
     ends = np.zeros((count, 2), bool)  # (terminal, timeout) of each kept episode.
     if probe is not None:
       rows[0]['probe'] = [probe(single)]
@@ -177,6 +184,8 @@ def play(policy, env, num_episodes: int, seed: int = 0,
               row[key].append(value)
           for key in flags:
             row[key].append(bool(step_flag(info, key, done)[i]))
+          for key in info_keys:
+            row[key].append(float(step_info(info, key, done, np.nan)[i]))
           if probe is not None:
             row['probe'].append(probe(single))
         if done[i]:
@@ -188,7 +197,7 @@ def play(policy, env, num_episodes: int, seed: int = 0,
       obs = next_obs
     for i in range(count):
       if keep:
-        episodes.append(_episode(rows[i], ends[i], record, flags))
+        episodes.append(_episode(rows[i], ends[i], record, flags, info_keys))
   bar.close()
   out: Dict[str, Any] = dict(totals)
   if keep:
@@ -196,8 +205,8 @@ def play(policy, env, num_episodes: int, seed: int = 0,
   return out
 
 
-def _episode(row: Dict[str, list], end: np.ndarray, record: bool, flags: Sequence[str]
-             ) -> Dict[str, Any]:
+def _episode(row: Dict[str, list], end: np.ndarray, record: bool, flags: Sequence[str],
+             info_keys: Sequence[str]) -> Dict[str, Any]:
   episode: Dict[str, Any] = {}
   length = len(row['rewards'])
   if record:
@@ -210,6 +219,8 @@ def _episode(row: Dict[str, list], end: np.ndarray, record: bool, flags: Sequenc
       episode['terminals'][-1], episode['timeouts'][-1] = end
   for key in flags:
     episode[key] = np.asarray(row[key], bool)
+  for key in info_keys:
+    episode[key] = np.asarray(row[key], np.float64)
   if 'probe' in row:
     episode['probe'] = row['probe']
   return episode

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from gold_jax import envs
+from gold_jax import episodes as episodes_lib
 from gold_jax.driving import metrics
 
 TASK = 'MetaDrive-Waymo'
@@ -41,37 +42,31 @@ def _ego(env):
 
 
 def run_scenario(policy, env, index: int, record_path: bool = True) -> Episode:
-  """Plays one episode of scenario `index`; returns per-step arrays and the ego path.
+  """Plays one episode of scenario `index` (`gold_jax.episodes.play`); returns per-step arrays
+  and the ego path.
 
   Keys: `rewards`, `costs` (float32, `(T,)`), `arrive_dest`, `crash`, `out_of_road`
   (bool, `(T,)`), `route_completion` (float, at the end), `scenario_id`, `index`, and with
   `record_path` the ego positions `ego_xy` `(T + 1, 2)` in the scenario's (ego-centred)
   frame, the frame `gold_jax.driving.plots.plot_scenario` draws in.
   """
-  obs, _ = env.reset(options={'scenario_index': int(index)})
-  scenario = env.env.unwrapped.engine.data_manager.current_scenario
-  policy.reset(1)
-  steps = {k: [] for k in ('rewards', 'costs') + metrics.FLAGS}
-  path = [np.array(_ego(env).position, dtype=np.float64)] if record_path else []
-  info = {}
-  done = False
-  while not done:
-    action = policy.act(obs[None])
-    obs, reward, cost, terminated, truncated, info = env.step(action[0])
-    policy.observe(action, np.array([reward], np.float32), np.array([cost], np.float32))
-    steps['rewards'].append(reward)
-    steps['costs'].append(cost)
-    for flag in metrics.FLAGS:
-      steps[flag].append(bool(info.get(flag, False)))
-    if record_path:
-      path.append(np.array(_ego(env).position, dtype=np.float64))
-    done = terminated or truncated
-  episode = {k: np.asarray(v, dtype=np.float32 if k in ('rewards', 'costs') else bool)
-             for k, v in steps.items()}
-  episode.update(index=int(index), scenario_id=str(scenario['id']),
-                 route_completion=float(info.get('route_completion', np.nan)))
+  seen = {}
+
+  def probe(single):
+    if 'id' not in seen:  # Right after the reset: the scenario being replayed.
+      seen['id'] = str(single.env.unwrapped.engine.data_manager.current_scenario['id'])
+    return np.array(_ego(single).position, dtype=np.float64) if record_path else None
+
+  played = episodes_lib.play(policy, env, 1, scenarios=[int(index)], record=True,
+                             flags=metrics.FLAGS, info_keys=('route_completion',), probe=probe)
+  step = played['episodes'][0]
+  episode = {'rewards': step['rewards'], 'costs': step['costs'],
+             **{flag: step[flag] for flag in metrics.FLAGS}}
+  completion = step['route_completion']
+  episode.update(index=int(index), scenario_id=seen['id'],
+                 route_completion=float(completion[-1]) if completion.size else np.nan)
   if record_path:
-    episode['ego_xy'] = np.stack(path).astype(np.float32)
+    episode['ego_xy'] = np.stack(step['probe']).astype(np.float32)
   return episode
 
 
