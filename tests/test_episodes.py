@@ -64,3 +64,21 @@ def test_flags_perturb_and_cut():
   assert not cut['episodes'][0]['timeouts'].any()  # A cut episode did not time out.
   with pytest.raises(ValueError, match='positive'):
     play(_policy(), env, 0)
+
+
+@pytest.mark.parametrize('task', ['Car-Circle', 'Point-Goal'])
+def test_envs_expose_what_plots_need(task):
+  env = envs.make(task, max_episode_steps=5)
+  try:
+    env.reset(seed=1)
+    start = env.agent_position()
+    assert start.shape == (2,) and np.all(np.isfinite(start))
+    env.step(np.ones(env.act_dim, np.float32))
+    assert not np.allclose(env.agent_position(), start)
+    if task == 'Car-Circle':
+      assert env.geometry() == {'radius': 7.0, 'x_lim': 6.0} and env.scene() == {}
+    else:
+      scene = env.scene()
+      assert len(scene['goal']) == 3 and all(len(h) == 3 for h in scene['hazard'])
+  finally:
+    env.close()

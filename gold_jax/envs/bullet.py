@@ -25,7 +25,8 @@ import sys
 import gymnasium
 import numpy as np
 
-from gold_jax.envs.core import GymnasiumSafeEnv, TaskSpec, sim_seed, with_registered_length
+from gold_jax.envs.core import (GymnasiumSafeEnv, TaskSpec, finite_xy, sim_seed,
+                                with_registered_length)
 
 
 class _PrivateNumpyRandom:
@@ -85,6 +86,20 @@ class BulletEnv(GymnasiumSafeEnv):
     agent.apply_action(np.zeros(agent.act_dim, np.float32))
     with self._random.active():
       return self.env.reset()
+
+  def agent_position(self):
+    return finite_xy(lambda: self.env.unwrapped.agent.get_position())
+
+  def geometry(self):
+    """Circle tasks: the circle's `radius` and the boundaries `x_lim`."""
+    task = getattr(self.env.unwrapped, 'task', None)
+    out = {}
+    radius = getattr(getattr(task, 'circle', None), 'radius', None)
+    if radius is not None:
+      out['radius'] = float(radius)
+    if getattr(task, 'x_lim', None) is not None:
+      out['x_lim'] = float(task.x_lim)
+    return out
 
   def _step(self, action):
     obs, reward, cost, terminated, truncated, info = super()._step(action)

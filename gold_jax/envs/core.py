@@ -73,6 +73,17 @@ def _float32_box(space: gymnasium.spaces.Box) -> gymnasium.spaces.Box:
                               dtype=np.float32)
 
 
+def finite_xy(getter) -> Optional[np.ndarray]:
+  """The first two entries of `getter()` as float64, or None if unreadable or not finite."""
+  try:
+    position = np.asarray(getter(), np.float64)
+  except Exception:  # pylint: disable=broad-except  # Simulators differ in what they expose.
+    return None
+  if position.ndim == 1 and position.size >= 2 and np.all(np.isfinite(position[:2])):
+    return position[:2].copy()
+  return None
+
+
 class SafeEnv:
   """Base class: validation, rescaling, dtypes, episode limit and seeding for one simulator.
 
@@ -112,6 +123,21 @@ class SafeEnv:
 
   def close(self) -> None:
     """Releases the simulator."""
+
+  # What figures read of the simulator (trajectory plots, driving plots), so that no caller
+  # reaches into a simulator; each family overrides what it has.
+  def agent_position(self) -> Optional[np.ndarray]:
+    """The agent's (x, y), or None where the simulator does not expose it."""
+    return None
+
+  def scene(self) -> Dict[str, Any]:
+    """The episode's layout: `{label: [(x, y, radius), ...]}` of obstacles and `goal`
+    (x, y, radius) where the task has them; {} otherwise."""
+    return {}
+
+  def geometry(self) -> Dict[str, float]:
+    """Fixed shapes of the task drawn on plots (e.g. a circle's `radius`, `x_lim`)."""
+    return {}
 
   # The public interface.
   def reset(self, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None
@@ -190,6 +216,10 @@ class GymnasiumSafeEnv(SafeEnv):
 
   def _reset(self, seed, options=None):
     return self.env.reset(seed=seed if self._forward_seed else None, options=options)
+
+  def agent_position(self) -> Optional[np.ndarray]:
+    """(x, y) of `unwrapped.agent.position` (MetaDrive's vehicle), or None."""
+    return finite_xy(lambda: self.env.unwrapped.agent.position)
 
   def _step(self, action):
     obs, reward, terminated, truncated, info = self.env.step(action)

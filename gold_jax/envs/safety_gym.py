@@ -17,8 +17,10 @@ import contextvars
 import importlib
 import re
 
+import numpy as np
+
 from gold_jax.envs import safety_gym_compat
-from gold_jax.envs.core import SafeEnv, TaskSpec, with_registered_length
+from gold_jax.envs.core import SafeEnv, TaskSpec, finite_xy, with_registered_length
 
 _SKYBOX = re.compile(r'<texture\b[^>]*\btype="skybox"[^>]*?(/>|>\s*</texture>)')
 _skip_skybox = contextvars.ContextVar('gold_jax_skip_skybox', default=False)
@@ -69,6 +71,11 @@ def _worlds_without_skybox(enabled: bool):
     _skip_skybox.reset(token)
 
 
+# safety-gymnasium object groups of `SafetyGymEnv.scene`: (task attribute, label).
+SCENE_GROUPS = (('hazards', 'hazard'), ('vases', 'vase'), ('pillars', 'pillar'),
+                ('gremlins', 'gremlin'), ('buttons', 'button'))
+
+
 class SafetyGymEnv(SafeEnv):
   """A safety-gymnasium env. Goals met on the way are reported in `info["goal_met"]`."""
 
@@ -89,3 +96,22 @@ class SafetyGymEnv(SafeEnv):
 
   def close(self):
     self.env.close()
+
+  def agent_position(self):
+    return finite_xy(lambda: self.env.unwrapped.task.agent.pos)
+
+  def scene(self):
+    """Hazards, vases, pillars, gremlins and buttons as (x, y, radius), and the `goal`;
+    safety-gymnasium draws a new layout at every reset (and moves goals once reached)."""
+    task = self.env.unwrapped.task
+    out = {}
+    for attribute, label in SCENE_GROUPS:
+      group = getattr(task, attribute, None)
+      positions = getattr(group, 'pos', None) if getattr(group, 'num', 0) else None
+      if positions is not None:
+        size = float(np.max(np.atleast_1d(getattr(group, 'size', 0.1))))
+        out[label] = [(float(p[0]), float(p[1]), size) for p in np.atleast_2d(positions)]
+    goal = getattr(task, 'goal', None)
+    if goal is not None and getattr(goal, 'pos', None) is not None:
+      out['goal'] = (float(goal.pos[0]), float(goal.pos[1]), float(goal.size))
+    return out
