@@ -12,7 +12,9 @@ Stages, each skipped when its output already exists (a rerun resumes where it st
 3. `guides/{dt,bc}/`: a Decision Transformer and a BC guide are trained on them
    (`experiments/train_guide.py`, with the driving settings of `gold_jax.driving.configs`).
 4. `online/<method>/`: GOLD(DT-IQL), GOLD(BC-IQL), GOLD(DT-CVPO) and IQL / CVPO from scratch
-   train online on the TRAIN scenarios (`experiments/distill.py`).
+   train online on the TRAIN scenarios (`experiments/distill.py`). Stages 3 and 4 run one
+   after another in this process, in `--workers` processes, or as Ray tasks
+   (`--executor=ray`, each online run after its guide; `gold_jax.sweep`).
 5. `eval/<method>.json`: every method drives each held-out TEST scenario once
    (`gold_jax.driving.evaluate`).
 
@@ -30,15 +32,15 @@ import pickle
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
 from experiments import distill
 from experiments import train_guide
-from experiments.collect import check_same_config, load_json, make_main, save_json
-from experiments.evaluate import load_policy
+from gold_jax import launch
+from gold_jax import sweep
+from gold_jax.checkpoints import checkpoint_dir
 from gold_jax.driving import configs
 from gold_jax.driving import demos
 from gold_jax.driving import evaluate as driving_eval
@@ -46,6 +48,8 @@ from gold_jax.driving import plots
 from gold_jax.driving import split
 from gold_jax.envs import metadrive as md
 from gold_jax.envs import scenarionet_writer
+from gold_jax.launch import check_same_config, load_json, save_json
+from gold_jax.policies import load_policy
 
 TASK = driving_eval.TASK
 
@@ -83,10 +87,18 @@ class Config:
   plot_methods: Tuple[str, ...] = PLOT_METHODS  # Methods drawn against the human log.
   seed: int = 0  # Seeds the split, the learners, the envs.
   progress: bool = False  # Progress bars of the training stages.
+  # Where the guides and online runs execute (gold_jax.sweep.ExecutorConfig): 'local' (one
+  # after another, or `workers` processes) or 'ray' tasks, each online run after its guide.
+  executor: str = 'local'
+  workers: int = 1
+  ray_address: str = ''
+  cpus_per_run: float = 1.0
+  gpus_per_run: float = 0.0
+  max_retries: int = 3
 
 
 # Fields that may change between reruns of one workdir (they do not change finished stages).
-_RESUMABLE = ('methods', 'plot_scenario', 'plot_methods', 'progress')
+_RESUMABLE = ('methods', 'plot_scenario', 'plot_methods', 'progress') + sweep.EXECUTOR_FIELDS
 
 
 def validate(config: Config) -> None:
@@ -223,7 +235,7 @@ def train_guides(algos: Sequence[str], p: configs.Preset, dataset: str, train_di
       start = time.perf_counter()
       train_guide.run(guide_config(algo, p, dataset, train_dir, config), run_dir)
       logging.info('guide %s trained in %.0f s', algo, time.perf_counter() - start)
-    result[algo] = train_guide.checkpoint_dir(run_dir)
+    result[algo] = checkpoint_dir(run_dir, of_run=True)
   return result
 
 
@@ -241,7 +253,9 @@ def online_config(method: Method, p: configs.Preset, guide_ckpt: str, train_dir,
       replay_capacity=p.replay_capacity, eval_every=p.eval_every,
       eval_episodes=p.eval_episodes, cost_coef=p.cost_coef,
       hidden_dims=tuple(p.student_hidden_dims), max_episode_steps=p.episode_len,
-      seed=config.seed, progress=config.progress, env_options={'data_dir': str(train_dir)})
+      seed=config.seed, progress=config.progress, env_options={'data_dir': str(train_dir)},
+      # Curve points and the run's own final numbers come from the held-out scenarios.
+      eval_env_options={'data_dir': str(pathlib.Path(train_dir).parent / 'test')})
 
 
 def train_online(method: Method, p: configs.Preset, guides: Dict[str, str], train_dir, workdir,
@@ -256,8 +270,33 @@ def train_online(method: Method, p: configs.Preset, guides: Dict[str, str], trai
     if summary.get('interrupted'):
       raise KeyboardInterrupt(f'{method.name} interrupted; rerun to resume')
     save_json(done, {'seconds': time.perf_counter() - start,
-                     **{k: float(v) for k, v in summary.items()}})
+                     **{k: v if isinstance(v, str) else float(v) for k, v in summary.items()}})
   return run_dir
+
+
+def train_all(algos: Sequence[str], online: Sequence[Method], p: configs.Preset, dataset: str,
+              train_dir, workdir, config: Config) -> Dict[str, str]:
+  """Trains the guides `algos`, then the `online` methods, each after its guide, on the
+  executor of `config` (`gold_jax.sweep`); returns the guides' checkpoint directories.
+  Raises if a run failed."""
+  root, train_dir = os.path.abspath(workdir), os.path.abspath(train_dir)  # Seen by any worker.
+  guides = {a: checkpoint_dir(os.path.join(root, 'guides', a), of_run=True) for a in algos}
+  with sweep.from_config(config) as executor:
+    executor.check_shared_dir(root)
+    handles = {a: executor.submit(train_guides, ([a], p, dataset, train_dir, root, config),
+                                  name=f'guides/{a}') for a in algos}
+    for method in online:
+      print(f'online: {method.name}')
+      handles[method.name] = executor.submit(
+          train_online, (method, p, guides, train_dir, root, config),
+          after=[handles[method.guide]] if method.guide in handles else [],
+          name=f'online/{method.slug}')
+    results = executor.gather(list(handles.values()))
+  failed = [f'{name}: {r["error"]}' for name, r in zip(handles, results)
+            if isinstance(r, dict) and 'error' in r]
+  if failed:
+    raise RuntimeError('driving runs failed: ' + '; '.join(failed))
+  return guides
 
 
 # -- 5. Evaluation on the test scenarios ----------------------------------------------------------
@@ -395,14 +434,9 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
         f'{", ".join(split_info["test"]["ids"])})')
 
   needed = sorted({m.guide for m in methods if m.guide != 'none'})
-  guides = {}
-  if needed:
-    dataset = extract_demos(train_dir, workdir)
-    guides = train_guides(needed, p, dataset, train_dir, workdir, config)
-  for method in methods:
-    if method.backbone is not None:
-      print(f'online: {method.name}')
-      train_online(method, p, guides, train_dir, workdir, config)
+  dataset = extract_demos(train_dir, workdir) if needed else ''
+  guides = train_all(needed, [m for m in methods if m.backbone is not None], p, dataset,
+                     train_dir, workdir, config)
 
   results = evaluate_methods(methods, guides, test_dir, workdir, config, p.dt_target_returns)
   rows = table_rows(results)
@@ -429,6 +463,9 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_list('plot_methods', list(d.plot_methods), 'Methods drawn.', **kw)
   flags.DEFINE_integer('seed', d.seed, 'Random seed.', **kw)
   flags.DEFINE_bool('progress', d.progress, 'Progress bars.', **kw)
+  flags.DEFINE_integer('workers', d.workers, 'Runs at once on this machine (local pool, or '
+                       'the CPUs of a local Ray: workers x cpus_per_run).', **kw)
+  sweep.define_flags(fv)
 
 
 def config_from_flags(values) -> Config:
@@ -437,14 +474,14 @@ def config_from_flags(values) -> Config:
                   test_fraction=values.test_fraction,
                   test_scenarios=tuple(values.test_scenarios),
                   plot_scenario=values.plot_scenario, plot_methods=tuple(values.plot_methods),
-                  seed=values.seed, progress=values.progress)
+                  seed=values.seed, progress=values.progress,
+                  **{k: values[k].value for k in sweep.EXECUTOR_FIELDS})
   validate(config)
   return config
 
 
-main = make_main(config_from_flags, run)
+main = launch.make_main(config_from_flags, run)
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  launch.run(main, define_flags)

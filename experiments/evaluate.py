@@ -14,23 +14,23 @@ MLP policy (`gold_jax.export`) and prints its decision latency.
 """
 
 import dataclasses
-import importlib
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from absl import app
 from absl import flags
-from absl import logging
 import jax
 import numpy as np
 
-from experiments.collect import config_from_flags, env_options, load_json, save_json
 from gold_jax import envs
+from gold_jax import episodes
+from gold_jax import files
 from gold_jax import export as export_lib
-from gold_jax.checkpoints import CheckpointManager
+from gold_jax import launch
+from gold_jax.checkpoints import checkpoint_dir
 from gold_jax.evaluation import run_episodes
-from gold_jax.policies import MLPPolicy, load_guide, read_guide_metadata
+from gold_jax.launch import env_options, save_json
+from gold_jax.policies import load_policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,207 +50,39 @@ class Config:
   seed: int = 0  # Seed of the first episode (episode i uses seed + i).
 
 
-# -- Loading any checkpoint --------------------------------------------------------------------
-
-
-def checkpoint_dir(path: str) -> str:
-  """`path/checkpoints` for a run directory, else `path` itself."""
-  path = os.path.abspath(os.fspath(path))
-  nested = os.path.join(path, 'checkpoints')
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f'checkpoint directory {path!r} does not exist')
-  return nested if os.path.isdir(nested) else path
-
-
-def _rebuild(cls, values, default):
-  """A (possibly nested) frozen config from its JSON form; lists become tuples."""
-  kwargs = {}
-  names = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(values) - names)
-  if unknown:
-    raise ValueError(f'checkpoint config has fields {unknown} unknown to {cls.__qualname__}')
-  for name, value in values.items():
-    current = getattr(default, name)
-    if dataclasses.is_dataclass(current) and isinstance(value, dict):
-      value = _rebuild(type(current), value, current)
-    elif isinstance(value, list):
-      value = tuple(value)
-    kwargs[name] = value
-  return cls(**kwargs)
-
-
-def restore_learner(path: str) -> Tuple[Any, Any, Dict[str, Any]]:
-  """`(learner module, state, metadata)` of the latest checkpoint in `path` (any learner).
-
-  The learner is the module of the saved config class (`gold_jax.agents.<name>`); the
-  template is built with the saved config and sizes, so no flag has to repeat them.
-  """
-  directory = checkpoint_dir(path)
-  with CheckpointManager(directory, max_to_keep=None) as manager:
-    metadata = manager.read_metadata()
-    config_class = metadata.get('config_class', '')
-    module_name, _, class_name = config_class.rpartition('.')
-    if not module_name.startswith('gold_jax.agents.'):
-      raise ValueError(f'{directory}: not a gold-jax learner checkpoint (config class '
-                       f'{config_class!r})')
-    module = importlib.import_module(module_name)
-    config_cls = getattr(module, class_name)
-    config = _rebuild(config_cls, metadata['config'], config_cls())
-    extra = metadata.get('extra', {})
-    obs_dim = metadata.get('obs_dim', extra.get('obs_dim'))
-    act_dim = metadata.get('act_dim', extra.get('act_dim'))
-    if obs_dim is None or act_dim is None:
-      raise ValueError(f'{directory}: checkpoint records no obs_dim/act_dim')
-    init = jax.jit(module.init, static_argnums=(1, 2, 3))  # One compilation, not one per op.
-    template = init(jax.random.PRNGKey(0), int(obs_dim), int(act_dim), config)
-    state = manager.restore(template)
-  metadata = dict(metadata, obs_dim=int(obs_dim), act_dim=int(act_dim),
-                  learner=module_name.rsplit('.', 1)[-1])
-  return module, state, metadata
-
-
-def recorded_task(path: str, metadata: Dict[str, Any]) -> str:
-  """The task saved with a checkpoint, or in its run's config.json; '' when unknown."""
-  task = metadata.get('extra', {}).get('task') or metadata.get('task')
-  if task:
-    return task
-  directory = checkpoint_dir(path)
-  for run_dir in (os.path.dirname(directory), directory):
-    config = load_json(os.path.join(run_dir, 'config.json'))
-    if config and config.get('task'):
-      return config['task']
-  return ''
-
-
-def load_policy(path: str, target_return: Optional[float] = None):
-  """`(policy, info)` for any checkpoint: a guide through `load_guide`, else an MLP learner.
-
-  `info` holds `kind` ('guide' or 'learner'), `algo`, `task` ('' if unknown), `obs_dim`,
-  `act_dim`, and for MLP learners `module` and `state`.
-  """
-  directory = checkpoint_dir(path)
-  try:
-    guide = read_guide_metadata(directory)
-  except ValueError:
-    guide = None
-  if guide is not None:
-    policy = load_guide(directory, target_return)
-    info = {'kind': 'guide', 'algo': guide['algo'], 'task': guide['task'],
-            'obs_dim': int(guide['obs_dim']), 'act_dim': int(guide['act_dim'])}
-    if guide['algo'] == 'bc':
-      info.update(module=policy.module, state=policy.state)
-    return policy, info
-  module, state, metadata = restore_learner(directory)
-  info = {'kind': 'learner', 'algo': metadata['learner'], 'task': recorded_task(path, metadata),
-          'obs_dim': metadata['obs_dim'], 'act_dim': metadata['act_dim'], 'module': module,
-          'state': state}
-  return MLPPolicy(module, state, deterministic=True), info
-
-
 # -- Trajectories, plots, video ------------------------------------------------------------------
 
 
-def agent_position(env) -> Optional[np.ndarray]:
-  """The agent's (x, y) in the simulator, or None where it cannot be read."""
-  sim = getattr(env, 'env', None)
-  if sim is None:
-    return None
-  unwrapped = getattr(sim, 'unwrapped', sim)
-  getters = (
-      lambda: unwrapped.agent.get_position(),  # bullet-safety-gym
-      lambda: unwrapped.task.agent.pos,  # safety-gymnasium
-      lambda: unwrapped.agent.position,  # MetaDrive
-  )
-  for getter in getters:
-    try:
-      position = np.asarray(getter(), np.float64)
-    except Exception:  # pylint: disable=broad-except  # Each simulator exposes a different one.
-      continue
-    if position.ndim == 1 and position.size >= 2 and np.all(np.isfinite(position[:2])):
-      return position[:2].copy()
-  return None
-
-
-# safety-gymnasium object groups drawn on trajectory plots: (attribute, label, colour).
-_SCENE_GROUPS = (('hazards', 'hazard', 'tab:purple'), ('vases', 'vase', 'tab:cyan'),
-                 ('pillars', 'pillar', 'tab:gray'), ('gremlins', 'gremlin', 'tab:orange'),
-                 ('buttons', 'button', 'tab:olive'))
-
-
-def scene(env) -> Dict[str, Any]:
-  """The layout of a safety-gymnasium episode: `{label: [(x, y, radius), ...]}` for hazards,
-  vases, pillars, gremlins and buttons, and `goal` (x, y, radius) if the task has one; {}
-  for other simulators. safety-gymnasium draws a new layout at every reset."""
-  task = _safety_gym_task(env)
-  out: Dict[str, Any] = {}
-  for attribute, label, _ in _SCENE_GROUPS:
-    group = getattr(task, attribute, None)
-    positions = getattr(group, 'pos', None) if getattr(group, 'num', 0) else None
-    if positions is not None:
-      size = float(np.max(np.atleast_1d(getattr(group, 'size', 0.1))))
-      out[label] = [(float(p[0]), float(p[1]), size) for p in np.atleast_2d(positions)]
-  goal = _goal(task)
-  if goal is not None:
-    out['goal'] = goal
-  return out
-
-
-def _safety_gym_task(env):
-  return getattr(getattr(getattr(env, 'env', None), 'unwrapped', None), 'task', None)
-
-
-def _goal(task) -> Optional[Tuple[float, float, float]]:
-  goal = getattr(task, 'goal', None)
-  if goal is None or getattr(goal, 'pos', None) is None:
-    return None
-  return float(goal.pos[0]), float(goal.pos[1]), float(goal.size)
+# safety-gymnasium object groups drawn on trajectory plots: (label, colour).
+_SCENE_COLOURS = (('hazard', 'tab:purple'), ('vase', 'tab:cyan'), ('pillar', 'tab:gray'),
+                  ('gremlin', 'tab:orange'), ('button', 'tab:olive'))
 
 
 def play(policy, env, seed: int, max_steps: Optional[int] = None,
          frame=None) -> Dict[str, Any]:
-  """One episode on a single `SafeEnv`: rewards, costs, positions (if readable), frames,
-  and for safety-gymnasium its layout (`scene`) and every goal it set (`goals`)."""
-  obs, _ = env.reset(seed=seed)
-  policy.reset(1)
-  rewards, costs, positions, frames = [], [], [], []
-  start = agent_position(env)
-  if start is not None:
-    positions.append(start)
-  layout = scene(env)
-  goals = [layout['goal']] if 'goal' in layout else []
-  task = _safety_gym_task(env)
-  done, t = False, 0
-  while not done and (max_steps is None or t < max_steps):
-    action = policy.act(obs[None])
-    obs, reward, cost, terminated, truncated, _ = env.step(action[0])
-    policy.observe(action, np.array([reward]), np.array([cost]))
-    rewards.append(reward)
-    costs.append(cost)
-    position = agent_position(env)
-    if position is not None and start is not None:
-      positions.append(position)
-    if frame is not None:
-      frames.append(frame())
-    if goals:  # Goal tasks move the goal each time it is reached.
-      goal = _goal(task)
-      if goal is not None and goal[:2] != goals[-1][:2]:
-        goals.append(goal)
-    done, t = terminated or truncated, t + 1
-  return {'rewards': np.asarray(rewards), 'costs': np.asarray(costs),
-          'positions': np.asarray(positions) if start is not None else None, 'frames': frames,
-          'scene': layout, 'goals': goals}
+  """One episode on a single `SafeEnv` (`gold_jax.episodes.play`): rewards, costs, positions
+  (where the simulator exposes them), frames, and for safety-gymnasium its layout (`scene`)
+  and every goal it set (`goals`, in order: goal tasks move the goal once it is reached)."""
+  seen: Dict[str, Any] = {'goals': [], 'frames': []}
 
+  def probe(single):
+    layout = single.scene()
+    if 'scene' not in seen:  # Right after the reset.
+      seen['scene'] = layout
+    elif frame is not None:
+      seen['frames'].append(frame())
+    goal = layout.get('goal')
+    if goal is not None and (not seen['goals'] or goal[:2] != seen['goals'][-1][:2]):
+      seen['goals'].append(goal)
+    return single.agent_position()
 
-def task_geometry(env) -> Dict[str, float]:
-  """Circle radius and x-limits of bullet Circle tasks (drawn on the trajectory plot)."""
-  task = getattr(getattr(getattr(env, 'env', None), 'unwrapped', None), 'task', None)
-  geometry = {}
-  radius = getattr(getattr(task, 'circle', None), 'radius', None)
-  if radius is not None:
-    geometry['radius'] = float(radius)
-  if getattr(task, 'x_lim', None) is not None:
-    geometry['x_lim'] = float(task.x_lim)
-  return geometry
+  played = episodes.play(policy, env, 1, seed, record=True, probe=probe, max_steps=max_steps)
+  episode = played['episodes'][0]
+  positions = episode['probe']
+  return {'rewards': episode['rewards'].astype(np.float64),
+          'costs': episode['costs'].astype(np.float64),
+          'positions': None if positions[0] is None else np.asarray(positions),
+          'frames': seen['frames'], 'scene': seen['scene'], 'goals': seen['goals']}
 
 
 def plot_trajectories(episodes: List[Dict[str, Any]], geometry: Dict[str, float], path: str,
@@ -317,7 +149,7 @@ def plot_trajectories(episodes: List[Dict[str, Any]], geometry: Dict[str, float]
 
 def _draw_scene(ax, plt, episode: Dict[str, Any]) -> None:
   """Objects of a safety-gymnasium layout and the goals of the episode, numbered in order."""
-  for _, label, colour in _SCENE_GROUPS:
+  for label, colour in _SCENE_COLOURS:
     for x, y, r in episode['scene'].get(label, ()):
       ax.add_patch(plt.Circle((x, y), r, color=colour, alpha=0.35, label=label))
   for k, (x, y, r) in enumerate(episode.get('goals', ())):
@@ -328,13 +160,10 @@ def _draw_scene(ax, plt, episode: Dict[str, Any]) -> None:
 def make_frame_env(task: str, seed: int, options: Dict[str, Any]):
   """`(env, frame_fn)` of an env that renders RGB frames off-screen; raises if it cannot."""
   spec = envs.get_spec(task)
-  if spec.simulator == 'bullet_safety_gym':
-    env = envs.make(task, seed=seed, **options)
-    return env, lambda: np.asarray(env.env.unwrapped.render(mode='rgb_array'))
   if spec.simulator == 'safety_gymnasium':
-    env = envs.make(task, seed=seed, render_mode='rgb_array', **options)
-    return env, lambda: np.asarray(env.env.render())
-  raise RuntimeError(f'off-screen rendering of {spec.simulator} tasks is not supported here')
+    options = dict(options, render_mode='rgb_array')
+  env = envs.make(task, seed=seed, **options)
+  return env, env.render_frame
 
 
 def save_video(policy, task: str, seed: int, options, path: str, max_steps: int) -> str:
@@ -350,9 +179,8 @@ def save_video(policy, task: str, seed: int, options, path: str, max_steps: int)
     env.close()
   frames = [np.asarray(f, np.uint8) for f in [first] + episode['frames']]
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp.gif'
-  imageio.mimsave(tmp, frames, duration=0.05, loop=0)
-  os.replace(tmp, path)
+  with files.atomic_path(path) as tmp:
+    imageio.mimsave(tmp, frames, duration=0.05, loop=0)
   return path
 
 
@@ -434,7 +262,7 @@ def run(config: Config, workdir: str = '') -> Dict[str, Any]:
     single = envs.make(task, seed=config.seed, **options)
     try:
       played = [play(policy, single, config.seed + i) for i in range(config.plot_episodes)]
-      geometry = task_geometry(single)
+      geometry = single.geometry()
     finally:
       single.close()
     result['plot'] = plot_trajectories(played, geometry, os.path.join(out_dir, 'trajectory.png'),
@@ -477,17 +305,15 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('seed', d.seed, 'Seed of the first episode.', **kw)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO.
-  config = config_from_flags(Config, flags.FLAGS)
+def parse_flags(values) -> Config:
+  config = launch.config_from_flags(Config, values)
   if not config.ckpt:
-    raise app.UsageError('--ckpt is required')
-  run(config)
+    raise ValueError('--ckpt is required')
+  return config
+
+
+main = launch.make_main(parse_flags, run, workdir_flag=None)
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  launch.run(main, define_flags)

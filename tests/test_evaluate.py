@@ -11,7 +11,7 @@ from experiments import evaluate
 from gold_jax import envs
 from gold_jax.agents import bc, iql, sac
 from gold_jax.checkpoints import CheckpointManager
-from gold_jax.policies import RandomPolicy
+from gold_jax.policies import RandomPolicy, load_policy, restore_learner
 
 LENGTH = 15  # Episode length of the tests.
 
@@ -25,7 +25,7 @@ def _init(module, config, obs_dim=8, act_dim=2, **kwargs):
 def sac_run(tmp_path_factory):
   """An expert run as collect.py writes it: checkpoints/ with the task in the metadata."""
   run_dir = str(tmp_path_factory.mktemp('expert'))
-  state = _init(sac, sac.Config(hidden_dims=(8, 8), episode_len=300, cost_limit=10.0))
+  state = _init(sac, sac.Config(hidden_dims=(8, 8), cost_limit=10.0))
   with CheckpointManager(os.path.join(run_dir, 'checkpoints')) as manager:
     manager.save(5, state, extra={'algo': 'sac', 'task': 'Car-Circle', 'obs_dim': 8,
                                   'act_dim': 2})
@@ -62,7 +62,7 @@ def test_sac_checkpoint_evaluates_plots_and_exports(sac_run, tmp_path, capsys):
 
 def test_restore_learner_round_trip(sac_run):
   run_dir, state = sac_run
-  module, restored, meta = evaluate.restore_learner(run_dir)
+  module, restored, meta = restore_learner(run_dir)
   assert module is sac and meta['learner'] == 'sac' and meta['step'] == 5
   assert restored.config == state.config  # Nested configs are rebuilt from JSON.
   obs = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
@@ -78,7 +78,7 @@ def test_student_task_comes_from_run_config(tmp_path):
     manager.save(10, state, extra={'loop': {}})
   with open(os.path.join(run_dir, 'config.json'), 'w') as f:
     json.dump({'task': 'Car-Circle', 'backbone': 'iql'}, f)
-  policy, info = evaluate.load_policy(run_dir)
+  policy, info = load_policy(run_dir)
   assert info['kind'] == 'learner' and info['algo'] == 'iql' and info['task'] == 'Car-Circle'
   obs = np.zeros((2, 8), np.float32)
   np.testing.assert_array_equal(policy.act(obs),
@@ -92,23 +92,23 @@ def test_guide_checkpoint_and_wrong_task(tmp_path):
   with CheckpointManager(os.path.join(run_dir, 'checkpoints')) as manager:
     manager.save(1, state, extra={'algo': 'bc', 'task': 'Car-Circle', 'obs_dim': 8,
                                   'act_dim': 2})
-  policy, info = evaluate.load_policy(run_dir)
+  policy, info = load_policy(run_dir)
   assert info['kind'] == 'guide' and info['algo'] == 'bc'
   with pytest.raises(ValueError, match="trained on 'Car-Circle'.*'Point-Goal'"):
     evaluate.run(evaluate.Config(ckpt=run_dir, task='Point-Goal', episodes=1,
                                  max_episode_steps=5), str(tmp_path / 'out'))
   with pytest.raises(FileNotFoundError):
-    evaluate.load_policy(str(tmp_path / 'missing'))
+    load_policy(str(tmp_path / 'missing'))
 
 
 def test_positions_and_geometry_of_car_circle():
   with envs.make('Car-Circle', seed=0) as env:
     env.reset(seed=0)
-    start = evaluate.agent_position(env)
+    start = env.agent_position()
     assert start is not None and start.shape == (2,)
     assert 2.0 <= np.linalg.norm(start) <= 4.0  # Circle starts 2 to 4 from the origin.
     episode = evaluate.play(RandomPolicy(2, seed=0), env, seed=0, max_steps=5)
-    geometry = evaluate.task_geometry(env)
+    geometry = env.geometry()
   assert episode['positions'].shape == (6, 2)
   assert geometry == {'radius': 7.0, 'x_lim': 6.0}
 
@@ -116,7 +116,7 @@ def test_positions_and_geometry_of_car_circle():
 def test_safety_gym_scene_and_goals_are_plotted(tmp_path):
   with envs.make('Point-Goal', seed=0) as env:
     env.reset(seed=0)
-    layout = evaluate.scene(env)
+    layout = env.scene()
     episode = evaluate.play(RandomPolicy(2, seed=0), env, seed=0, max_steps=5)
   assert len(layout['hazard']) == 8 and all(r == 0.2 for _, _, r in layout['hazard'])
   assert len(layout['goal']) == 3 and len(layout['vase']) == 1
@@ -124,4 +124,4 @@ def test_safety_gym_scene_and_goals_are_plotted(tmp_path):
   path = evaluate.plot_trajectories([episode, episode], {}, str(tmp_path / 'traj.png'), 'test')
   assert os.path.getsize(path) > 0
   with envs.make('Car-Circle', seed=0) as env:
-    assert evaluate.scene(env) == {}  # Not safety-gymnasium: no layout.
+    assert env.scene() == {}  # Not safety-gymnasium: no layout.

@@ -90,6 +90,9 @@ class BulletEnv(GymnasiumSafeEnv):
   def agent_position(self):
     return finite_xy(lambda: self.env.unwrapped.agent.get_position())
 
+  def render_frame(self):
+    return np.asarray(self.env.unwrapped.render(mode='rgb_array'))
+
   def geometry(self):
     """Circle tasks: the circle's `radius` and the boundaries `x_lim`."""
     task = getattr(self.env.unwrapped, 'task', None)

@@ -139,6 +139,10 @@ class SafeEnv:
     """Fixed shapes of the task drawn on plots (e.g. a circle's `radius`, `x_lim`)."""
     return {}
 
+  def render_frame(self) -> np.ndarray:
+    """An RGB frame `(H, W, 3)` rendered off-screen; RuntimeError where the family cannot."""
+    raise RuntimeError(f'off-screen rendering of {self.spec.simulator} tasks is not supported')
+
   # The public interface.
   def reset(self, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None
             ) -> Tuple[np.ndarray, Dict]:

@@ -100,6 +100,12 @@ class SafetyGymEnv(SafeEnv):
   def agent_position(self):
     return finite_xy(lambda: self.env.unwrapped.task.agent.pos)
 
+  def render_frame(self):
+    """Needs the env made with `render_mode='rgb_array'`."""
+    if self._fast:
+      raise RuntimeError("make the env with render_mode='rgb_array' to render frames")
+    return np.asarray(self.env.render())
+
   def scene(self):
     """Hazards, vases, pillars, gremlins and buttons as (x, y, radius), and the `goal`;
     safety-gymnasium draws a new layout at every reset (and moves goals once reached)."""
