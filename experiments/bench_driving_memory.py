@@ -4,7 +4,7 @@ r"""Resident memory of one process replaying many MetaDrive-Waymo episodes.
 
 Plays `--episodes` episodes in one process, cycling through the scenarios of `--data_dir`
 (episode i replays scenario i mod n), with uniform random actions or, with `--ckpt`, a saved
-policy (any checkpoint `experiments/evaluate.py` loads). Prints the RSS before the first
+policy (any checkpoint `gold_jax.policies.load_policy` loads). Prints the RSS before the first
 episode, after the first and the last, its maximum, and the growth per 100 episodes (slope
 over the second half of the run); `--json_out` also writes them with the per-episode samples.
 `--store_cache=false` runs MetaDrive without its per-scenario caches (`store_map`,
@@ -13,28 +13,32 @@ over the second half of the run); `--json_out` also writes them with the per-epi
 which leaks the physics body of every recycled traffic light (see `gold_jax.envs.metadrive`).
 """
 
-import json
 from typing import Any, Callable, Dict
 
 from absl import app
 from absl import flags
 
+from gold_jax import files
+from gold_jax import launch
 from gold_jax.driving import evaluate as driving_eval
 from gold_jax.driving import memory
 from gold_jax.envs import metadrive as md
-from gold_jax.policies import RandomPolicy
+from gold_jax.policies import RandomPolicy, load_policy
 
-_DATA_DIR = flags.DEFINE_string('data_dir', None, f'ScenarioNet directory (default: '
-                                f'${md.DATA_DIR_ENV}).')
-_EPISODES = flags.DEFINE_integer('episodes', 200, 'Episodes to play.')
-_CKPT = flags.DEFINE_string('ckpt', '', 'Policy checkpoint; empty: uniform random actions.')
-_STORE_CACHE = flags.DEFINE_bool('store_cache', True, 'Keep MetaDrive\'s per-scenario map and '
-                                 'data caches (its default).')
-_FORCE_DESTROY = flags.DEFINE_bool('force_destroy', True, 'Destroy MetaDrive objects at the '
-                                   'end of each episode instead of recycling them.')
-_EVERY = flags.DEFINE_integer('print_every', 20, 'Print the RSS every this many episodes.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random policy.')
-_JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the figures here.')
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  kw = {'flag_values': fv}
+  flags.DEFINE_string('data_dir', None, f'ScenarioNet directory (default: ${md.DATA_DIR_ENV}).',
+                      **kw)
+  flags.DEFINE_integer('episodes', 200, 'Episodes to play.', **kw)
+  flags.DEFINE_string('ckpt', '', 'Policy checkpoint; empty: uniform random actions.', **kw)
+  flags.DEFINE_bool('store_cache', True, 'Keep MetaDrive\'s per-scenario map and data caches '
+                    '(its default).', **kw)
+  flags.DEFINE_bool('force_destroy', True, 'Destroy MetaDrive objects at the end of each '
+                    'episode instead of recycling them.', **kw)
+  flags.DEFINE_integer('print_every', 20, 'Print the RSS every this many episodes.', **kw)
+  flags.DEFINE_integer('seed', 0, 'Seed of the random policy.', **kw)
+  flags.DEFINE_string('json_out', '', 'Also write the figures here.', **kw)
 
 
 def run(data_dir, episodes: int = 200, ckpt: str = '', store_cache: bool = True,
@@ -48,7 +52,6 @@ def run(data_dir, episodes: int = 200, ckpt: str = '', store_cache: bool = True,
   env = driving_eval.make_scenario_env(data_dir, seed=seed, **options)
   try:
     if ckpt:
-      from experiments.evaluate import load_policy  # pylint: disable=import-outside-toplevel
       policy, _ = load_policy(ckpt)
       name = ckpt
     else:
@@ -74,17 +77,17 @@ def run(data_dir, episodes: int = 200, ckpt: str = '', store_cache: bool = True,
                           scenarios=len(indices), seed=seed),
             **figures, 'samples': report.samples}
   if json_out:
-    with open(json_out, 'w') as f:
-      json.dump(result, f, indent=1)
+    files.write_json(json_out, result, indent=1)
   return result
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  run(_DATA_DIR.value, _EPISODES.value, _CKPT.value, _STORE_CACHE.value, _FORCE_DESTROY.value,
-      _SEED.value, _EVERY.value, _JSON_OUT.value)
+  f = flags.FLAGS
+  run(f.data_dir, f.episodes, f.ckpt, f.store_cache, f.force_destroy, f.seed, f.print_every,
+      f.json_out)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  launch.run(main, define_flags)

@@ -20,14 +20,19 @@ from absl import flags
 import numpy as np
 
 from gold_jax import envs
+from gold_jax import launch
 from gold_jax.envs import registry
 
 DEFAULT_TASKS = [t for t in registry.TASKS if t != 'MetaDrive-Waymo']
 
-_TASKS = flags.DEFINE_list('tasks', DEFAULT_TASKS, 'Tasks (names or simulator ids).')
-_STEPS = flags.DEFINE_integer('steps', 2000, 'Timed env steps per measurement.')
-_NUM_ENVS = flags.DEFINE_integer('num_envs', 4, 'Copies in the vectorised measurements.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the envs and of the random actions.')
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  kw = {'flag_values': fv}
+  flags.DEFINE_list('tasks', DEFAULT_TASKS, 'Tasks (names or simulator ids).', **kw)
+  flags.DEFINE_integer('steps', 2000, 'Timed env steps per measurement.', **kw)
+  flags.DEFINE_integer('num_envs', 4, 'Copies in the vectorised measurements.', **kw)
+  flags.DEFINE_integer('seed', 0, 'Seed of the envs and of the random actions.', **kw)
 
 
 class _Timer:
@@ -120,8 +125,9 @@ def run(tasks: Sequence[str], steps: int, num_envs: int, seed: int) -> List[Dict
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  run(tasks=_TASKS.value, steps=_STEPS.value, num_envs=_NUM_ENVS.value, seed=_SEED.value)
+  f = flags.FLAGS
+  run(tasks=f.tasks, steps=f.steps, num_envs=f.num_envs, seed=f.seed)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  launch.run(main, define_flags)

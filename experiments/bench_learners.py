@@ -13,9 +13,7 @@ completes.
   GOLD_JAX_CPU_DEVICES=2 python -m experiments.bench_learners
 """
 
-import dataclasses
 import importlib
-import json
 import os
 import time
 import traceback
@@ -27,25 +25,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gold_jax import files
+from gold_jax import launch
+from gold_jax import benchmarking
+from gold_jax.benchmarking import (count_params, parse_overrides, segments, transitions,
+                                   with_hidden, xla_flops)
+
 MLP_LEARNERS = ('iql', 'cvpo', 'sac')
 
-_BATCH = flags.DEFINE_integer('batch', 256, 'Transitions per update of the MLP learners.')
-_HIDDEN = flags.DEFINE_integer('hidden', 256, 'Width of both hidden layers of the MLP learners.')
-_OBS_DIM = flags.DEFINE_integer('obs_dim', 60, 'Observation size.')
-_ACT_DIM = flags.DEFINE_integer('act_dim', 2, 'Action size.')
-_K = flags.DEFINE_integer('k', 20, 'Updates fused into one update_n call.')
-_REPS = flags.DEFINE_integer('reps', 20, 'Timed update_n calls per learner (median taken).')
-_DT_BATCH = flags.DEFINE_integer('dt_batch', 64, 'Windows per Decision Transformer update.')
-_DT_CONFIG = flags.DEFINE_string(
-    'dt_config', '', 'Overrides of the default DT config, e.g. "embed_dim=16,num_layers=1".')
-_MATMUL_SIZES = flags.DEFINE_list(
-    'matmul_sizes', ['512', '1024', '2048'],
-    'Sides of the square f32 matmuls; the fastest rate is the peak.')
-_MATMUL_REPS = flags.DEFINE_integer('matmul_reps', 10, 'Timed matmuls per size (fastest taken).')
-_LATENCY_CALLS = flags.DEFINE_integer('latency_calls', 500, 'Timed single decisions.')
-_LEARNERS = flags.DEFINE_list('learners', 'iql,cvpo,sac,dt', 'Learners to benchmark.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the parameters and the synthetic data.')
-_JSON_OUT = flags.DEFINE_string('json_out', None, 'Also write the figures to this JSON file.')
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  kw = {'flag_values': fv}
+  benchmarking.define_size_flags(fv)
+  flags.DEFINE_integer('reps', 20, 'Timed update_n calls per learner (median taken).', **kw)
+  flags.DEFINE_list('matmul_sizes', ['512', '1024', '2048'],
+                    'Sides of the square f32 matmuls; the fastest rate is the peak.', **kw)
+  flags.DEFINE_integer('matmul_reps', 10, 'Timed matmuls per size (fastest taken).', **kw)
+  flags.DEFINE_integer('latency_calls', 500, 'Timed single decisions.', **kw)
+  flags.DEFINE_list('learners', 'iql,cvpo,sac,dt', 'Learners to benchmark.', **kw)
+  flags.DEFINE_integer('seed', 0, 'Seed of the parameters and the synthetic data.', **kw)
 
 
 def _times(fn: Callable[[], Any], reps: int, warmup: int = 2) -> np.ndarray:
@@ -73,73 +72,9 @@ def matmul_gflops(size: int, reps: int) -> float:
   return 2.0 * size**3 / seconds / 1e9
 
 
-def xla_flops(jitted, *args) -> Optional[float]:
-  """FLOPs of one call of a jitted function according to XLA's cost analysis."""
-  analysis = jitted.lower(*args).compile().cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per device program.
-    analysis = analysis[0] if analysis else {}
-  flops = (analysis or {}).get('flops')
-  return None if flops is None else float(flops)
-
-
-def count_params(state, include: Sequence[str] = ('params',)) -> int:
-  """Parameters in leaves whose path names one of `include`; optimiser and target copies
-  are left out."""
-  total = 0
-  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-    name = jax.tree_util.keystr(path)
-    if any(word in name for word in include) and 'opt_state' not in name and (
-        'target' not in name):
-      total += int(np.prod(np.shape(leaf)))
-  return total
-
-
 def _block(tree) -> None:
   jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, 'block_until_ready') else x,
                tree)
-
-
-def transitions(rng: np.random.Generator, shape, obs_dim: int, act_dim: int):
-  from gold_jax.types import Transition
-  f32 = lambda x: jnp.asarray(x, jnp.float32)
-  return Transition(
-      obs=f32(rng.normal(size=(*shape, obs_dim))),
-      action=f32(rng.uniform(-1, 1, size=(*shape, act_dim))),
-      reward=f32(rng.normal(size=shape)),
-      cost=f32(rng.random(shape) < 0.1),
-      next_obs=f32(rng.normal(size=(*shape, obs_dim))),
-      terminated=f32(rng.random(shape) < 0.01))
-
-
-def segments(rng: np.random.Generator, shape, context_len: int, obs_dim: int, act_dim: int):
-  from gold_jax.data.segments import Segment
-  f32 = lambda x: jnp.asarray(x, jnp.float32)
-  window = (*shape, context_len)
-  return Segment(
-      obs=f32(rng.normal(size=(*window, obs_dim))),
-      action=f32(rng.uniform(-1, 1, size=(*window, act_dim))),
-      rtg=f32(rng.uniform(0, 5, size=window)), ctg=f32(rng.uniform(0, 1, size=window)),
-      timestep=jnp.broadcast_to(jnp.arange(context_len, dtype=jnp.int32), window),
-      mask=jnp.ones(window, jnp.float32))
-
-
-def with_hidden(config, hidden: int):
-  if 'hidden_dims' in {f.name for f in dataclasses.fields(config)}:
-    return dataclasses.replace(config, hidden_dims=(hidden, hidden))
-  return config
-
-
-def parse_overrides(text: str, config):
-  """`"a=1,b=0.5"` -> `dataclasses.replace(config, a=1, b=0.5)`, typed like the defaults."""
-  changes = {}
-  for item in filter(None, (s.strip() for s in text.split(','))):
-    name, _, value = item.partition('=')
-    if not hasattr(config, name):
-      raise ValueError(f'{type(config).__name__} has no field {name!r}')
-    default = getattr(config, name)
-    changes[name] = (value.lower() in ('1', 'true')) if isinstance(default, bool) else (
-        type(default)(value) if default is not None else value)
-  return dataclasses.replace(config, **changes)
 
 
 def time_update_n(update_n, state, batches, reps: int):
@@ -256,7 +191,8 @@ def _fmt(value, spec: str) -> str:
 
 def run(batch: int = 256, hidden: int = 256, obs_dim: int = 60, act_dim: int = 2, k: int = 20,
         reps: int = 20, dt_batch: int = 64, dt_config: str = '',
-        matmul_sizes: Sequence[int] = (512, 1024, 2048), matmul_reps: int = 10, latency_calls: int = 500,
+        matmul_sizes: Sequence[int] = (512, 1024, 2048), matmul_reps: int = 10,
+        latency_calls: int = 500,
         learners: Sequence[str] = ('iql', 'cvpo', 'sac', 'dt'), seed: int = 0,
         json_out: Optional[str] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
   """Runs every benchmark, prints one line per figure and returns them as a dict.
@@ -329,9 +265,7 @@ def run(batch: int = 256, hidden: int = 256, obs_dim: int = 60, act_dim: int = 2
     log(f'decision latency DT / MLP actor (iql): {dt_ms:.3f} / {mlp_ms:.3f} ms = '
         f'{dt_ms / mlp_ms:.1f}x')
   if json_out:
-    os.makedirs(os.path.dirname(os.path.abspath(json_out)), exist_ok=True)
-    with open(json_out, 'w') as f:
-      json.dump(results, f, indent=2)
+    files.write_json(json_out, results)
     log(f'wrote {json_out}')
   return results
 
@@ -339,12 +273,16 @@ def run(batch: int = 256, hidden: int = 256, obs_dim: int = 60, act_dim: int = 2
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  run(batch=_BATCH.value, hidden=_HIDDEN.value, obs_dim=_OBS_DIM.value, act_dim=_ACT_DIM.value,
-      k=_K.value, reps=_REPS.value, dt_batch=_DT_BATCH.value, dt_config=_DT_CONFIG.value,
-      matmul_sizes=[int(n) for n in _MATMUL_SIZES.value], matmul_reps=_MATMUL_REPS.value,
-      latency_calls=_LATENCY_CALLS.value, learners=_LEARNERS.value, seed=_SEED.value,
-      json_out=_JSON_OUT.value)
+  f = flags.FLAGS
+  try:
+    matmul_sizes = [int(n) for n in f.matmul_sizes]
+  except ValueError as e:
+    raise app.UsageError(f'--matmul_sizes must be integers, got {f.matmul_sizes}') from e
+  run(batch=f.batch, hidden=f.hidden, obs_dim=f.obs_dim, act_dim=f.act_dim, k=f.k, reps=f.reps,
+      dt_batch=f.dt_batch, dt_config=f.dt_config, matmul_sizes=matmul_sizes,
+      matmul_reps=f.matmul_reps, latency_calls=f.latency_calls, learners=f.learners,
+      seed=f.seed, json_out=f.json_out)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  launch.run(main, define_flags)

@@ -34,29 +34,35 @@ from absl import flags
 import jax
 import numpy as np
 
-from gold_jax import envs, jsrl
+from gold_jax import envs, jsrl, launch
 from gold_jax.agents import dt, iql
 from gold_jax.data.replay import ReplayBuffer
 from gold_jax.loop import PIPELINE_MODES, GuidedLoop, LoopConfig
 from gold_jax.networks.precision import MATMUL_DTYPES
 from gold_jax.policies import DTPolicy, MLPPolicy, RandomPolicy, init_state
 
-_TASK = flags.DEFINE_string('task', 'Car-Circle', 'Task name.')
-_NUM_ENVS = flags.DEFINE_integer('num_envs', 16, 'Env copies stepped together.')
-_STEPS = flags.DEFINE_integer('steps', 4800, 'Env steps timed per measurement (rounded up to '
-                              'whole episodes of every env).')
-_HORIZON = flags.DEFINE_integer('horizon', 150, 'Guide horizon h (steps per episode).')
-_UTD = flags.DEFINE_float('utd', 1.0, 'Updates per env step in the full loop.')
-_TRAIN_EVERY = flags.DEFINE_integer('train_every', 64, 'Env steps between update calls.')
-_BATCH = flags.DEFINE_integer('batch_size', 256, 'Transitions per update.')
-_PIPELINE = flags.DEFINE_list('pipeline', 'off,process,thread',
-                              'Loop modes to measure: off (sequential), process, thread.')
-_GUIDE_MATMUL = flags.DEFINE_enum('guide_matmul_dtype', 'float32', list(MATMUL_DTYPES),
-                                  "The DT guide's matrix products (dt.Config.matmul_dtype).")
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Runs of each collection loop per mode (the full '
-                               'loop runs once); the median is reported.')
-_MAX_EPISODE = flags.DEFINE_integer('max_episode_steps', None,
-                                    'Episode length override (default: the task\'s).')
+FLAGS = flags.FLAGS
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  kw = {'flag_values': fv}
+  flags.DEFINE_string('task', 'Car-Circle', 'Task name.', **kw)
+  flags.DEFINE_integer('num_envs', 16, 'Env copies stepped together.', **kw)
+  flags.DEFINE_integer('steps', 4800, 'Env steps timed per measurement (rounded up to whole '
+                       'episodes of every env).', **kw)
+  flags.DEFINE_integer('horizon', 150, 'Guide horizon h (steps per episode).', **kw)
+  flags.DEFINE_float('utd', 1.0, 'Updates per env step in the full loop.', **kw)
+  flags.DEFINE_integer('train_every', 64, 'Env steps between update calls.', **kw)
+  flags.DEFINE_integer('batch_size', 256, 'Transitions per update.', **kw)
+  flags.DEFINE_list('pipeline', 'off,process,thread',
+                    'Loop modes to measure: off (sequential), process, thread.', **kw)
+  flags.DEFINE_enum('guide_matmul_dtype', 'float32', list(MATMUL_DTYPES),
+                    "The DT guide's matrix products (dt.Config.matmul_dtype).", **kw)
+  flags.DEFINE_integer('repeats', 3, 'Runs of each collection loop per mode (the full loop '
+                       'runs once); the median is reported.', **kw)
+  flags.DEFINE_integer('max_episode_steps', None,
+                       'Episode length override (default: the task\'s).', **kw)
+
 
 def _rate(fn, steps: int) -> float:
   """Steps per wall-clock second of `fn(steps)`."""
@@ -85,14 +91,14 @@ class RawEnv:
 def make_loop(env, utd: float, learning_starts: int, horizon: int,
               pipeline: str) -> GuidedLoop:
   key = jax.random.PRNGKey(0)
-  guide_config = dt.Config(matmul_dtype=_GUIDE_MATMUL.value)
+  guide_config = dt.Config(matmul_dtype=FLAGS.guide_matmul_dtype)
   guide_state = init_state(dt, key, env.obs_dim, env.act_dim, guide_config)
   guide = DTPolicy(guide_state, target_return=300.0)
   state = init_state(iql, key, env.obs_dim, env.act_dim, iql.Config())
   student = MLPPolicy(iql, state, deterministic=False)
   policy = jsrl.JSRLPolicy(guide, student, horizon=horizon)
   buffer = ReplayBuffer(env.obs_dim, env.act_dim, 1_000_000)
-  config = LoopConfig(utd=utd, train_every=_TRAIN_EVERY.value, batch_size=_BATCH.value,
+  config = LoopConfig(utd=utd, train_every=FLAGS.train_every, batch_size=FLAGS.batch_size,
                       learning_starts=learning_starts, pipeline=pipeline)
   return GuidedLoop(env, policy, student, iql, state, buffer, None, config)
 
@@ -102,11 +108,11 @@ def loop_rate(env, raw: RawEnv, steps: int, train: bool, horizon: int, pipeline:
   """(loop rate, raw rate measured around it) for `steps` env steps from fresh episodes."""
   learning_starts = 0 if train else 1 << 62
   if warm_up:  # Compiles acting (and the update) in this process.
-    warm = make_loop(env, _UTD.value, learning_starts, horizon, pipeline)
-    warm.run(max(2 * _TRAIN_EVERY.value, _BATCH.value))
+    warm = make_loop(env, FLAGS.utd, learning_starts, horizon, pipeline)
+    warm.run(max(2 * FLAGS.train_every, FLAGS.batch_size))
     jax.block_until_ready(warm.state)
     warm.close()
-  runner = make_loop(env, _UTD.value, learning_starts, horizon, pipeline)  # A guide process
+  runner = make_loop(env, FLAGS.utd, learning_starts, horizon, pipeline)  # A guide process
   before = raw.rate(steps // 2)                                             # is warm already.
   rate = _rate(lambda n: (runner.run(n), jax.block_until_ready(runner.state)), steps)
   runner.close()
@@ -119,34 +125,35 @@ TITLES = {'off': 'sequential', 'process': 'pipelined, guide in its own process',
 
 
 def main(argv):
-  del argv
-  unknown = sorted(set(_PIPELINE.value) - set(PIPELINE_MODES))
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  unknown = sorted(set(FLAGS.pipeline) - set(PIPELINE_MODES))
   if unknown:
     raise app.UsageError(f'--pipeline: unknown modes {unknown}; known: {PIPELINE_MODES}')
-  if _REPEATS.value < 1:
-    raise app.UsageError(f'--repeats must be >= 1, got {_REPEATS.value}')
+  if FLAGS.repeats < 1:
+    raise app.UsageError(f'--repeats must be >= 1, got {FLAGS.repeats}')
   options = {}
-  if _MAX_EPISODE.value is not None:
-    options['max_episode_steps'] = _MAX_EPISODE.value
-  env = envs.make_vec(_TASK.value, _NUM_ENVS.value, seed=0, **options)
-  raw = RawEnv(envs.make_vec(_TASK.value, _NUM_ENVS.value, seed=1000, **options))
+  if FLAGS.max_episode_steps is not None:
+    options['max_episode_steps'] = FLAGS.max_episode_steps
+  env = envs.make_vec(FLAGS.task, FLAGS.num_envs, seed=0, **options)
+  raw = RawEnv(envs.make_vec(FLAGS.task, FLAGS.num_envs, seed=1000, **options))
   episode = env.spec.max_episode_steps
   block = episode * env.num_envs
-  steps = block * max(1, math.ceil(_STEPS.value / block))
-  print(f'task {_TASK.value}, {env.num_envs} envs, episodes of {episode} steps, {steps} env '
-        f'steps per measurement, guide horizon {_HORIZON.value}, devices {jax.devices()}')
+  steps = block * max(1, math.ceil(FLAGS.steps / block))
+  print(f'task {FLAGS.task}, {env.num_envs} envs, episodes of {episode} steps, {steps} env '
+        f'steps per measurement, guide horizon {FLAGS.horizon}, devices {jax.devices()}')
   print(f'raw env: {raw.rate(steps):.1f} steps/s (target: collection >= 80% of it)')
-  loops = (('collection', _HORIZON.value, False, _REPEATS.value),
-           ('student only', 0, False, _REPEATS.value),
-           ('guide only', episode, False, _REPEATS.value),
-           (f'full loop (utd {_UTD.value:g})', _HORIZON.value, True, 1))
+  loops = (('collection', FLAGS.horizon, False, FLAGS.repeats),
+           ('student only', 0, False, FLAGS.repeats),
+           ('guide only', episode, False, FLAGS.repeats),
+           (f'full loop (utd {FLAGS.utd:g})', FLAGS.horizon, True, 1))
   warmed = set()
   for name, horizon, train, repeats in loops:
     print(f'{name} (h={horizon}): steps/s and % of the raw rate measured around each run, '
           f'median [min-max] of {repeats} run(s), the modes interleaved:')
-    runs = {mode: [] for mode in _PIPELINE.value}
+    runs = {mode: [] for mode in FLAGS.pipeline}
     for _ in range(repeats):
-      for mode in _PIPELINE.value:
+      for mode in FLAGS.pipeline:
         warm_up = (mode, train) not in warmed
         warmed.add((mode, train))
         runs[mode].append(loop_rate(env, raw, steps, train, horizon, mode, warm_up))
@@ -160,4 +167,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  launch.run(main, define_flags)

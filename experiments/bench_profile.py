@@ -6,7 +6,7 @@ operation it came from (e.g. `block_0/MlpBlock_0/Dense_0/dot_general`). Prints t
 per call (median of untraced calls), the summed op time per traced call (its ratio to the wall
 time is how many ops ran at once), the share of op time in matrix products and their FLOP
 rate per second of op time, the op time grouped by source module, and the slowest ops. The
-sizes are set by the flags of `experiments/bench_learners.py` (`--k`, `--batch`, `--hidden`,
+sizes are the flags of `gold_jax.benchmarking.define_size_flags` (`--k`, `--batch`, `--hidden`,
 `--dt_batch`, `--dt_config`, `--obs_dim`, `--act_dim`, `--json_out`). Targets:
 
   iql, cvpo, sac      one `update_n` of `--k` fused updates (batch 256, 2x256 MLPs)
@@ -37,16 +37,14 @@ from absl import flags
 import jax
 import numpy as np
 
-from experiments import bench_learners
+from gold_jax import benchmarking
+from gold_jax import launch
+from gold_jax.files import write_json
 
 TARGETS = ('iql', 'cvpo', 'sac', 'dt', 'dt_act')
 # Source-path parts of control flow (scan bodies), not of modules.
 _CONTROL_FLOW = ('while', 'body', 'cond', 'closed_call', 'checkpoint', 'remat')
 
-_TARGET = flags.DEFINE_enum('target', 'iql', TARGETS, 'What to profile.')
-_CALLS = flags.DEFINE_integer(
-    'calls', 20, 'Calls timed untraced (median), then as many traced (after two warm-ups).')
-_TOP = flags.DEFINE_integer('top', 15, 'Slowest ops and source groups to print.')
 
 
 @dataclasses.dataclass
@@ -64,12 +62,12 @@ def build(target: str, k: int = 20, batch: int = 256, hidden: int = 256, dt_batc
   rng = np.random.default_rng(0)
   if target in ('iql', 'cvpo', 'sac'):
     module = importlib.import_module(f'gold_jax.agents.{target}')
-    config = bench_learners.with_hidden(module.Config(), hidden)
-    data = bench_learners.transitions(rng, (k, batch), obs_dim, act_dim)
+    config = benchmarking.with_hidden(module.Config(), hidden)
+    data = benchmarking.transitions(rng, (k, batch), obs_dim, act_dim)
     state = module.init(jax.random.key(0), obs_dim, act_dim, config)
   else:
     from gold_jax.agents import dt  # pylint: disable=g-import-not-at-top
-    config = bench_learners.parse_overrides(dt_config, dt.Config())
+    config = benchmarking.parse_overrides(dt_config, dt.Config())
     state = dt.init(jax.random.key(0), obs_dim, act_dim, config)
     if target == 'dt_act':
       obs = rng.normal(size=(obs_dim,)).astype(np.float32)
@@ -81,9 +79,9 @@ def build(target: str, k: int = 20, batch: int = 256, hidden: int = 256, dt_batc
       act_fn = dt._act_context  # pylint: disable=protected-access
       args = lambda: (state.params, state.obs_mean, state.obs_std, holder['ctx'], obs)
       return Target(act, lambda: act_fn.lower(*args()).compile().as_text(),
-                    lambda: bench_learners.xla_flops(act_fn, *args()))
+                    lambda: benchmarking.xla_flops(act_fn, *args()))
     module = dt
-    data = bench_learners.segments(rng, (1, dt_batch), config.context_len, obs_dim, act_dim)
+    data = benchmarking.segments(rng, (1, dt_batch), config.context_len, obs_dim, act_dim)
   holder = {'state': state}
 
   def update():
@@ -92,7 +90,7 @@ def build(target: str, k: int = 20, batch: int = 256, hidden: int = 256, dt_batc
   one = jax.tree.map(lambda x: x[0], data)
   steps = jax.tree.leaves(data)[0].shape[0]
   return Target(update, lambda: module.update_n.lower(holder['state'], data).compile().as_text(),
-                lambda: steps * bench_learners.xla_flops(module.update, holder['state'], one))
+                lambda: steps * benchmarking.xla_flops(module.update, holder['state'], one))
 
 
 def _hlo_ops(hlo: str) -> Dict[str, Dict[str, Any]]:
@@ -193,20 +191,29 @@ def report(result: Dict[str, Any], top: int, log: Callable[[str], None] = print)
     log(f'  {op["seconds"] * 1e3:9.3f} ms  {kind}  {op["op"]:<28s} {_group(op["source"])}')
 
 
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  kw = {'flag_values': fv}
+  benchmarking.define_size_flags(fv)
+  flags.DEFINE_enum('target', 'iql', TARGETS, 'What to profile.', **kw)
+  flags.DEFINE_integer('calls', 20, 'Calls timed untraced (median), then as many traced '
+                       '(after two warm-ups).', **kw)
+  flags.DEFINE_integer('top', 15, 'Slowest ops and source groups to print.', **kw)
+
+
 def main(argv):
-  del argv
-  f = flags.FLAGS  # Sizes: the flags of experiments/bench_learners.py.
-  target = build(_TARGET.value, k=f.k, batch=f.batch, hidden=f.hidden, dt_batch=f.dt_batch,
-                 dt_config=f.dt_config, obs_dim=f.obs_dim, act_dim=f.act_dim)
-  if _CALLS.value < 1:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  if f.calls < 1:
     raise app.UsageError('--calls must be >= 1')
-  result = profile(target, _CALLS.value)
-  print(f'{_TARGET.value} on {jax.devices()[0].device_kind}:')
-  report(result, _TOP.value)
+  target = build(f.target, k=f.k, batch=f.batch, hidden=f.hidden, dt_batch=f.dt_batch,
+                 dt_config=f.dt_config, obs_dim=f.obs_dim, act_dim=f.act_dim)
+  result = profile(target, f.calls)
+  print(f'{f.target} on {jax.devices()[0].device_kind}:')
+  report(result, f.top)
   if f.json_out:
-    with open(f.json_out, 'w') as out:
-      json.dump(result, out, indent=1)
+    write_json(f.json_out, result, indent=1)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  launch.run(main, define_flags)

@@ -42,16 +42,6 @@ except ImportError:
 INSTALL_HINT = ('PyTorch is not installed; install it with '
                 '`pip install torch --index-url https://download.pytorch.org/whl/cpu`.')
 
-_STEPS = flags.DEFINE_integer('steps', 20, 'Train steps per timed chunk.')
-_CHUNKS = flags.DEFINE_integer('chunks', 5, 'Timed chunks of train steps (median taken).')
-_WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed train steps before the first chunk.')
-_LATENCY_CALLS = flags.DEFINE_integer('latency_calls', 500, 'Timed decisions per batch size.')
-_BATCH = flags.DEFINE_integer('batch', 64, 'Windows per train step.')
-_OBS_DIM = flags.DEFINE_integer('obs_dim', 60, 'Observation size.')
-_ACT_DIM = flags.DEFINE_integer('act_dim', 2, 'Action size.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the parameters and the synthetic data.')
-_JSON_OUT = flags.DEFINE_string('json_out', None, 'Also write the figures to this JSON file.')
-
 _Module = object if nn is None else nn.Module
 
 
@@ -262,16 +252,30 @@ def run(steps: int = 20, chunks: int = 5, warmup: int = 5, latency_calls: int = 
   return results
 
 
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  kw = {'flag_values': fv}
+  flags.DEFINE_integer('steps', 20, 'Train steps per timed chunk.', **kw)
+  flags.DEFINE_integer('chunks', 5, 'Timed chunks of train steps (median taken).', **kw)
+  flags.DEFINE_integer('warmup', 5, 'Untimed train steps before the first chunk.', **kw)
+  flags.DEFINE_integer('latency_calls', 500, 'Timed decisions per batch size.', **kw)
+  flags.DEFINE_integer('batch', 64, 'Windows per train step.', **kw)
+  flags.DEFINE_integer('obs_dim', 60, 'Observation size.', **kw)
+  flags.DEFINE_integer('act_dim', 2, 'Action size.', **kw)
+  flags.DEFINE_integer('seed', 0, 'Seed of the parameters and the synthetic data.', **kw)
+  flags.DEFINE_string('json_out', None, 'Also write the figures to this JSON file.', **kw)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if torch is None:
     print(INSTALL_HINT)
     return
-  run(steps=_STEPS.value, chunks=_CHUNKS.value, warmup=_WARMUP.value,
-      latency_calls=_LATENCY_CALLS.value, batch=_BATCH.value, obs_dim=_OBS_DIM.value,
-      act_dim=_ACT_DIM.value, seed=_SEED.value, json_out=_JSON_OUT.value)
+  f = flags.FLAGS
+  run(steps=f.steps, chunks=f.chunks, warmup=f.warmup, latency_calls=f.latency_calls,
+      batch=f.batch, obs_dim=f.obs_dim, act_dim=f.act_dim, seed=f.seed, json_out=f.json_out)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -3,28 +3,33 @@ r"""Trains an expert with SAC-Lagrangian and records its demonstrations.
   python -m experiments.collect --task=Car-Circle --expert_steps=100000 --episodes=50 \
       --workdir=runs/cc/expert
 
-1. The expert (`gold_jax.agents.sac`) learns online: `--expert=sac_lag` learns the cost
-   multiplier against the task's cost budget kappa, `--expert=sac_shaped` keeps lambda =
-   `--cost_coef` fixed (reward shaping r - lambda c). The loop is `gold_jax.loop.GuidedLoop`
-   with no guide, `utd * train_every` updates fused per `update_n` call.
-2. The final expert acts deterministically for `--episodes` episodes; a `--noise_fraction` of
+1. The expert (`gold_jax.agents.sac`) learns online: `--expert=sac_lag` adapts the cost
+   multiplier (PID Lagrangian by default) to its measured training-episode cost, aiming at
+   `--cost_target` times the budget kappa; `--expert=sac_shaped` keeps lambda = `--cost_coef`
+   fixed (reward shaping r - lambda c). The loop is `gold_jax.loop.GuidedLoop` with no guide,
+   `utd * train_every` updates fused per `update_n` call.
+   Every `--eval_every` env steps, and at the end, the expert plays `--eval_episodes` validation
+   episodes (`gold_jax.protocol.validation_seed`). The kept expert (`best_expert/`) is the
+   validated checkpoint of highest reward among those with validation cost <= kappa, or, when
+   none is, the one of lowest cost. Its reward and cost on `--final_episodes` evaluation
+   episodes (`gold_jax.protocol.evaluation_seed`) go into summary.json (`expert_reward_mean`,
+   `expert_cost_mean`, `expert_safe`); an expert above kappa there prints a WARNING.
+2. The kept expert acts deterministically for `--episodes` episodes; a `--noise_fraction` of
    them are noisy (Gaussian action noise of `--noise_std`, or uniformly random actions) for
    robustness studies. They are written as a DSRL-layout dataset (`dataset.hdf5`) with a JSON
    sidecar (`dataset.json`: task, sizes, per-episode return, cost and noise flag).
 
 The run directory holds config.json, checkpoints/ (expert state, replay buffer, loop state),
-metrics.csv, dataset.hdf5, dataset.json and summary.json. Rerunning the same command resumes
-the expert from its last checkpoint (a finished expert is reused) and rewrites the dataset.
+best_expert/ (the kept expert, with its validation figures), metrics.csv, dataset.hdf5,
+dataset.json and summary.json. Rerunning the same command resumes the expert from its last
+checkpoint (a finished expert is reused) and rewrites the dataset.
 """
 
 import dataclasses
-import json
 import os
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -32,14 +37,19 @@ import numpy as np
 import tqdm
 
 from gold_jax import envs
+from gold_jax import episodes as episodes_lib
 from gold_jax import jsrl
+from gold_jax import protocol
 from gold_jax import logger as logger_lib
 from gold_jax.agents import sac
 from gold_jax.data.replay import ReplayBuffer
 from gold_jax.data.trajectories import TrajectoryDataset
-from gold_jax.evaluation import evaluate
+from gold_jax.evaluation import evaluate, evaluate_set
+from gold_jax.checkpoints import CheckpointManager
+from gold_jax import launch
+from gold_jax.launch import check_same_config, env_options, save_json
 from gold_jax.loop import GuidedLoop, LoopCheckpoints, LoopConfig
-from gold_jax.policies import MLPPolicy
+from gold_jax.policies import MLPPolicy, uncommitted
 
 EXPERTS = ('sac_lag', 'sac_shaped')
 NOISES = ('gaussian', 'random')
@@ -59,18 +69,28 @@ class Config:
   replay_capacity: int = 1_000_000  # Replay buffer size (capped at expert_steps).
   cost_coef: float = 0.0  # sac_shaped: the fixed lambda; sac_lag: the initial lambda.
   cost_limit: Optional[float] = None  # sac_lag: per-episode budget; None: the task's kappa.
-  lambda_method: str = 'lagrange'  # sac_lag: lambda rule, 'lagrange' (Adam ascent) or 'pid'.
-  lambda_lr: float = 3e-4  # sac_lag: Adam step size of lambda ('lagrange' rule).
+  cost_target: float = 0.6  # sac_lag: lambda aims the training-episode cost at this share of kappa.
+  lambda_method: str = 'pid'  # sac_lag: lambda rule, 'pid' (PID Lagrangian) or 'lagrange' (Adam).
+  lambda_lr: float = 0.05  # sac_lag: Adam step size of lambda per update ('lagrange' rule).
+  pid_kp: float = 0.1  # sac_lag 'pid': proportional gain (on episode costs).
+  pid_ki: float = 0.01  # sac_lag 'pid': integral gain (once per finished episode).
+  pid_kd: float = 0.05  # sac_lag 'pid': derivative gain.
+  error_clip: float = 1.0  # sac_lag: lambda sees the cost error clipped to +-error_clip * kappa.
   num_envs: int = 1  # Env copies stepped together.
   log_every: int = 5_000  # Env steps between training-metric rows (and checkpoints).
-  eval_every: int = 0  # Env steps between evaluations of the expert (0: none during training).
-  eval_episodes: int = 5  # Episodes per evaluation.
-  episodes: int = 50  # Demonstration episodes recorded with the final expert.
+  eval_every: int = 5_000  # Env steps between validations of the expert (0: only at the end).
+  eval_episodes: int = 10  # Validation episodes per validation.
+  final_episodes: int = protocol.MIN_FINAL_EPISODES  # Evaluation episodes of the kept expert.
+  episodes: int = 50  # Demonstration episodes recorded with the kept expert.
   noise_fraction: float = 0.0  # Share of demonstration episodes played with noise.
   noise: str = 'gaussian'  # 'gaussian' (action + N(0, noise_std)) or 'random' (uniform actions).
   noise_std: float = 0.3  # Standard deviation of the Gaussian action noise.
   dataset_format: str = 'hdf5'  # 'hdf5' (DSRL layout) or 'npz'.
   max_episode_steps: Optional[int] = None  # Episode length override (tests); None: the task's.
+  env_options: Optional[Dict[str, Any]] = None  # Extra `envs.make` options (e.g. MetaDrive's
+                                                # data_dir and scenario range); None: none.
+  eval_env_options: Optional[Dict[str, Any]] = None  # Options of the validation and evaluation
+                                                     # env (held-out scenarios); None: env_options.
   seed: int = 0  # Seeds the expert, the envs and the noise.
   progress: bool = True  # Show tqdm progress bars.
   tensorboard: bool = True  # Also write TensorBoard events.
@@ -79,7 +99,7 @@ class Config:
 # Fields that may change when a finished or interrupted expert is reused.
 _RESUMABLE = ('episodes', 'noise_fraction', 'noise', 'noise_std', 'dataset_format',
                    'progress', 'tensorboard', 'eval_episodes', 'expert_steps', 'log_every',
-                   'eval_every')
+                   'eval_every', 'final_episodes')
 
 
 def validate(config: Config) -> None:
@@ -94,67 +114,18 @@ def validate(config: Config) -> None:
   if not 0.0 <= config.noise_fraction <= 1.0:
     raise ValueError(f'--noise_fraction must be in [0, 1], got {config.noise_fraction}')
   for name in ('expert_steps', 'episodes', 'num_envs', 'log_every', 'eval_episodes',
-               'replay_capacity'):
+               'final_episodes', 'replay_capacity'):
     if getattr(config, name) <= 0:
       raise ValueError(f'--{name} must be positive, got {getattr(config, name)}')
   if config.noise_std < 0 or config.cost_coef < 0 or config.eval_every < 0:
     raise ValueError('--noise_std, --cost_coef and --eval_every must be >= 0')
+  if not 0 < config.cost_target <= 1:
+    raise ValueError(f'--cost_target must be in (0, 1], got {config.cost_target}')
+  if min(config.lambda_lr, config.pid_kp, config.pid_ki, config.pid_kd) < 0 or (
+      config.error_clip <= 0):
+    raise ValueError('--lambda_lr and the PID gains must be >= 0, --error_clip > 0')
   LoopConfig(config.utd, config.train_every, config.batch_size,
              config.learning_starts).validate(config.num_envs)
-
-
-# -- Small helpers shared by the launchers -------------------------------------------------
-
-
-def save_json(path: str, value: Any) -> None:
-  """Writes `value` as indented JSON, atomically (temporary file, then rename)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.json')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def load_json(path: str) -> Optional[Any]:
-  """The JSON in `path`, or None when the file does not exist."""
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def config_dict(config) -> Dict[str, Any]:
-  """A config dataclass as a JSON-normalised dict (tuples become lists)."""
-  return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def check_same_config(workdir: str, config, may_differ=()) -> None:
-  """Writes workdir/config.json; refuses a workdir holding a run of a different config."""
-  path = os.path.join(workdir, 'config.json')
-  current, saved = config_dict(config), load_json(path)
-  if saved is not None:
-    differ = sorted(k for k in set(saved) | set(current)
-                    if k not in may_differ and saved.get(k) != current.get(k))
-    if differ:
-      raise ValueError(f'{workdir} holds a run with a different config ('
-                       + ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}'
-                                   for k in differ) + '); use another --workdir')
-  save_json(path, current)
-
-
-def mean_std(values) -> str:
-  values = np.asarray(values, np.float64)
-  return f'{values.mean():.2f} ± {values.std():.2f}'
-
-
-def env_options(max_episode_steps: Optional[int]) -> Dict[str, Any]:
-  return {} if max_episode_steps is None else {'max_episode_steps': int(max_episode_steps)}
 
 
 # -- Expert -----------------------------------------------------------------------------------
@@ -165,12 +136,32 @@ def expert_config(config: Config, spec) -> sac.Config:
   cost_limit = spec.cost_threshold if config.cost_limit is None else config.cost_limit
   return sac.Config(hidden_dims=tuple(config.hidden_dims), lagrangian=config.expert == 'sac_lag',
                     cost_coef=config.cost_coef, cost_limit=float(cost_limit),
-                    episode_len=int(spec.max_episode_steps),
-                    lambda_method=config.lambda_method, lambda_lr=config.lambda_lr)
+                    cost_target=config.cost_target, lambda_method=config.lambda_method,
+                    lambda_lr=config.lambda_lr, pid_kp=config.pid_kp, pid_ki=config.pid_ki,
+                    pid_kd=config.pid_kd, error_clip=config.error_clip)
 
 
-def train_expert(config: Config, workdir: str, env, eval_env) -> sac.State:
-  """Trains (or resumes, or reuses) the SAC expert; returns its final state."""
+def cost_budget(config: Config, spec) -> float:
+  """kappa: `--cost_limit`, or the task's cost threshold."""
+  return float(spec.cost_threshold if config.cost_limit is None else config.cost_limit)
+
+
+def _rank(validation: Dict[str, float], kappa: float) -> Tuple[bool, float]:
+  """Order of validated experts: safe ones (cost <= kappa) by reward, then the rest by -cost."""
+  cost = validation['validation/cost_mean']
+  return (cost <= kappa, validation['validation/reward_mean'] if cost <= kappa else -cost)
+
+
+def best_expert_dir(workdir: str) -> str:
+  """Where collect keeps the chosen expert (a checkpoint directory `evaluate` can load)."""
+  return os.path.join(workdir, 'best_expert')
+
+
+def train_expert(config: Config, workdir: str, env, eval_env) -> Tuple[sac.State, Dict[str, Any]]:
+  """Trains (or resumes, or reuses) the SAC expert, validating it along the way.
+
+  Returns the kept expert (see the module docstring) and its validation figures (with `step`).
+  """
   spec = env.spec
   init = jax.jit(sac.init, static_argnums=(1, 2, 3))  # One compilation, not one per op.
   state = init(jax.random.PRNGKey(config.seed), env.obs_dim, env.act_dim,
@@ -183,11 +174,25 @@ def train_expert(config: Config, workdir: str, env, eval_env) -> sac.State:
                       LoopConfig(config.utd, config.train_every, config.batch_size,
                                  config.learning_starts), seed=config.seed)
   run = LoopCheckpoints(workdir)
+  best = CheckpointManager(best_expert_dir(workdir), max_to_keep=1)
+  kappa = cost_budget(config, spec)
   resume_step = run.latest_step()
   logger = logger_lib.MetricLogger(workdir, use_tensorboard=config.tensorboard,
                                    resume_step=resume_step)
   meta = {'algo': 'sac', 'role': 'expert', 'task': spec.name, 'obs_dim': env.obs_dim,
           'act_dim': env.act_dim}
+
+  def validate_and_keep(metrics: Dict[str, float]) -> None:
+    validation = evaluate(MLPPolicy(sac, runner.state), eval_env, config.eval_episodes,
+                          seed=protocol.validation_seed(config.seed), prefix='validation/')
+    metrics.update(validation)
+    kept = best.latest_step()
+    if kept == runner.step:  # Validated before an interruption.
+      return
+    if kept is None or _rank(validation, kappa) > _rank(
+        best.read_metadata(kept)['extra']['validation'], kappa):
+      best.save(runner.step, runner.state, extra={**meta, 'validation': validation})
+
   progress = tqdm.tqdm(total=config.expert_steps, desc='expert', unit='step',
                        disable=not config.progress, dynamic_ncols=True)
   try:
@@ -196,25 +201,30 @@ def train_expert(config: Config, workdir: str, env, eval_env) -> sac.State:
       logging.info('expert: resumed %s at env step %d', workdir, runner.step)
     progress.update(min(runner.step, config.expert_steps))
     while runner.step < config.expert_steps:
-      target = min((runner.step // config.log_every + 1) * config.log_every,
-                   config.expert_steps)
-      previous = runner.step
+      target = min([(runner.step // every + 1) * every
+                    for every in (config.log_every, config.eval_every) if every]
+                   + [config.expert_steps])
       runner.run(target, progress)
       metrics = runner.pop_metrics()
-      if config.eval_every and (runner.step // config.eval_every > previous // config.eval_every
-                                or runner.step >= config.expert_steps):
-        metrics.update(evaluate(MLPPolicy(sac, runner.state), eval_env, config.eval_episodes,
-                                seed=1_000_000 + config.seed))
+      if runner.step >= config.expert_steps or (
+          config.eval_every and runner.step % config.eval_every == 0):
+        validate_and_keep(metrics)
       if 'training/episode_return' in metrics:
         progress.set_postfix(ret=f'{metrics["training/episode_return"]:.1f}',
                              cost=f'{metrics["training/episode_cost"]:.1f}')
       logger.write(runner.step, metrics)
       run.save(runner, meta)
+    if best.latest_step() is None:  # A run finished before experts were validated.
+      validate_and_keep({})
+    kept = best.latest_step()
+    state = uncommitted(best.restore(runner.state, kept))
+    validation = dict(best.read_metadata(kept)['extra']['validation'], step=kept)
   finally:
     progress.close()
     logger.close()
     run.close()
-  return runner.state
+    best.close()
+  return state, validation
 
 
 # -- Demonstrations --------------------------------------------------------------------------
@@ -223,65 +233,28 @@ def train_expert(config: Config, workdir: str, env, eval_env) -> sac.State:
 def rollout(act: Callable[[np.ndarray], np.ndarray], env, episodes: int, seed: int,
             noisy: Optional[np.ndarray] = None, noise: str = 'gaussian', noise_std: float = 0.3,
             progress: bool = False, desc: str = 'rollout') -> List[Dict[str, np.ndarray]]:
-  """Plays `episodes` episodes on a vector env and returns them as DSRL-key dicts.
+  """Plays `episodes` episodes on a vector env (`gold_jax.episodes.play`) and returns them as
+  DSRL-key dicts; episode i resets with seed `seed + i`, whatever the number of copies.
 
-  Episodes run in rounds of `env.num_envs`, round r resetting copy i with seed
-  `seed + r * n + i`, so the episodes depend on the seed and not on the number of copies.
   `act(obs (n, obs_dim)) -> (n, act_dim)` is the policy; in episodes where `noisy` is true the
   action gets Gaussian noise (`noise='gaussian'`) or is replaced by a uniform one ('random').
   """
-  n = env.num_envs
   noisy = np.zeros(episodes, bool) if noisy is None else np.asarray(noisy, bool)
   rng = np.random.default_rng(seed)
-  out = []
-  bar = tqdm.tqdm(total=episodes, desc=desc, unit='episode', disable=not progress,
-                  dynamic_ncols=True)
-  for start in range(0, episodes, n):
-    count = min(n, episodes - start)
-    obs, _ = env.reset(seed=seed + start)
-    rows = {k: [[] for _ in range(n)] for k in
-            ('observations', 'next_observations', 'actions', 'rewards', 'costs')}
-    terminals, timeouts = np.zeros(n, bool), np.zeros(n, bool)
-    round_noisy = np.zeros(n, bool)
-    round_noisy[:count] = noisy[start:start + count]
-    running = np.ones(n, bool)
-    running[count:] = False
-    while running.any():
-      action = np.asarray(act(obs), np.float32)
-      if round_noisy.any():
-        if noise == 'gaussian':
-          perturbed = action + noise_std * rng.standard_normal(action.shape)
-        else:
-          perturbed = rng.uniform(-1.0, 1.0, action.shape)
-        action = np.where(round_noisy[:, None], np.clip(perturbed, -1, 1), action)
-        action = action.astype(np.float32)
-      next_obs, reward, cost, terminated, truncated, info = env.step(action)
-      done = np.asarray(terminated, bool) | np.asarray(truncated, bool)
-      final = next_obs
-      if done.any():
-        final = np.array(next_obs, copy=True)
-        for i in np.flatnonzero(done):
-          final[i] = info['final_observation'][i]
-      for i in np.flatnonzero(running):
-        rows['observations'][i].append(obs[i])
-        rows['next_observations'][i].append(final[i])
-        rows['actions'][i].append(action[i])
-        rows['rewards'][i].append(reward[i])
-        rows['costs'][i].append(cost[i])
-        if done[i]:
-          terminals[i], timeouts[i] = bool(terminated[i]), not bool(terminated[i])
-          bar.update(1)
-      running &= ~done
-      obs = next_obs
-    for i in range(count):
-      steps = len(rows['rewards'][i])
-      episode = {k: np.asarray(v[i], np.float32) for k, v in rows.items()}
-      episode['terminals'] = np.zeros(steps, bool)
-      episode['timeouts'] = np.zeros(steps, bool)
-      episode['terminals'][-1], episode['timeouts'][-1] = terminals[i], timeouts[i]
-      out.append(episode)
-  bar.close()
-  return out
+
+  def perturb(action: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    rows = np.where(ids < episodes, noisy[np.minimum(ids, episodes - 1)], False)
+    if not rows.any():
+      return action
+    if noise == 'gaussian':
+      perturbed = action + noise_std * rng.standard_normal(action.shape)
+    else:
+      perturbed = rng.uniform(-1.0, 1.0, action.shape)
+    return np.where(rows[:, None], np.clip(perturbed, -1, 1), action).astype(np.float32)
+
+  played = episodes_lib.play(episodes_lib.ActionFunction(act), env, episodes, seed, record=True,
+                             perturb=perturb, progress=progress, desc=desc)
+  return played['episodes']
 
 
 def noisy_episodes(episodes: int, fraction: float, seed: int) -> np.ndarray:
@@ -301,7 +274,8 @@ def record(config: Config, workdir: str, state: sac.State, env) -> Dict[str, Any
   act = lambda obs: np.asarray(sac.act(state, obs, jax.random.PRNGKey(0), deterministic=True))
   noisy = noisy_episodes(config.episodes, config.noise_fraction, config.seed + 7)
   start = time.perf_counter()
-  episodes = rollout(act, env, config.episodes, seed=2_000_000 + config.seed, noisy=noisy,
+  episodes = rollout(act, env, config.episodes, seed=protocol.demonstration_seed(config.seed),
+                     noisy=noisy,
                      noise=config.noise, noise_std=config.noise_std, progress=config.progress,
                      desc='demonstrations')
   elapsed = time.perf_counter() - start
@@ -333,30 +307,55 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   validate(config)
   os.makedirs(workdir, exist_ok=True)
   check_same_config(workdir, config, may_differ=_RESUMABLE)
-  options = env_options(config.max_episode_steps)
-  env = envs.make_vec(config.task, config.num_envs, seed=config.seed, **options)
+  options = {**(config.env_options or {}), **env_options(config.max_episode_steps)}
+  eval_options = {**(options if config.eval_env_options is None else config.eval_env_options),
+                  **env_options(config.max_episode_steps)}
+  # MetaDrive runs one simulator per process: its envs get processes of their own.
+  separate = envs.get_spec(config.task).simulator == envs.registry.METADRIVE
+  env = envs.make_vec(config.task, config.num_envs, seed=config.seed,
+                      asynchronous=separate and config.num_envs > 1, **options)
   eval_env = envs.make_vec(config.task, min(config.eval_episodes, 5), seed=config.seed + 100,
-                           **options)
+                           asynchronous=separate, **eval_options)
   try:
     start = time.perf_counter()
-    state = train_expert(config, workdir, env, eval_env)
+    state, validation = train_expert(config, workdir, env, eval_env)
     train_seconds = time.perf_counter() - start
+    eval_set = protocol.for_task(env.spec.name, env.spec.max_episode_steps, config.seed,
+                                 config.final_episodes, eval_options)
+    final = evaluate_set(MLPPolicy(sac, state), eval_env, eval_set, prefix='expert_')
     meta = record(config, workdir, state, eval_env)
   finally:
     env.close()
     eval_env.close()
+  kappa = cost_budget(config, env.spec)
   summary = {
       'task': meta['task'], 'dataset': dataset_path(workdir, config.dataset_format),
       'expert_steps': config.expert_steps, 'expert_seconds': train_seconds,
       'num_episodes': meta['num_episodes'], 'num_transitions': meta['num_transitions'],
-      'lambda': float(state.multiplier.value)}
-  summary.update({k: v for k, v in meta.items() if k.startswith('expert_')})
+      'lambda': float(state.multiplier.value), 'cost_limit': kappa}
+  # The demonstrations' own figures (clean episodes), then the kept expert's on the evaluation
+  # episodes and on the validation episodes that chose it.
+  summary.update({'demonstration_' + k[len('expert_'):]: v for k, v in meta.items()
+                  if k.startswith('expert_')})
+  summary.update(final, expert_eval_episodes=eval_set.episodes, eval_set=eval_set.id,
+                 expert_safe=bool(final['expert_cost_mean'] <= kappa),
+                 expert_checkpoint_step=int(validation['step']),
+                 expert_validation_reward_mean=validation['validation/reward_mean'],
+                 expert_validation_cost_mean=validation['validation/cost_mean'],
+                 expert_validation_episodes=config.eval_episodes)
   save_json(os.path.join(workdir, 'summary.json'), summary)
-  if 'expert_reward_mean' in meta:
-    print(f'expert on {meta["task"]}: reward {meta["expert_reward_mean"]:.2f} ± '
-          f'{meta["expert_reward_std"]:.2f}, cost {meta["expert_cost_mean"]:.2f} ± '
-          f'{meta["expert_cost_std"]:.2f} over {int(np.sum(~np.asarray(meta["noisy"])))} '
-          f'episodes (kappa {meta["cost_threshold"]:g}); dataset {summary["dataset"]}')
+  print(f'expert on {meta["task"]} (env step {summary["expert_checkpoint_step"]}): reward '
+        f'{final["expert_reward_mean"]:.2f} ± {final["expert_reward_std"]:.2f}, cost '
+        f'{final["expert_cost_mean"]:.2f} ± {final["expert_cost_std"]:.2f} over '
+        f'{eval_set.episodes} evaluation episodes (kappa {kappa:g}); dataset '
+        f'{summary["dataset"]}')
+  if not summary['expert_safe']:
+    message = (f'WARNING: the expert on {meta["task"]} is NOT SAFE: mean cost '
+               f'{final["expert_cost_mean"]:.2f} > kappa {kappa:g} on the evaluation episodes '
+               f'(validation cost {validation["validation/cost_mean"]:.2f}); train longer or '
+               'lower --cost_target')
+    logging.warning(message)
+    print(message)
   return summary
 
 
@@ -378,13 +377,23 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('replay_capacity', d.replay_capacity, 'Replay buffer size.', **kw)
   flags.DEFINE_float('cost_coef', d.cost_coef, 'Fixed (sac_shaped) or initial lambda.', **kw)
   flags.DEFINE_float('cost_limit', None, 'sac_lag cost budget (default: the task\'s).', **kw)
+  flags.DEFINE_float('cost_target', d.cost_target,
+                     'sac_lag: lambda aims the episode cost at this share of kappa.', **kw)
   flags.DEFINE_enum('lambda_method', d.lambda_method, ('lagrange', 'pid'),
                     'sac_lag: update rule of lambda.', **kw)
   flags.DEFINE_float('lambda_lr', d.lambda_lr, 'sac_lag: step size of lambda.', **kw)
+  flags.DEFINE_float('pid_kp', d.pid_kp, 'sac_lag pid: proportional gain.', **kw)
+  flags.DEFINE_float('pid_ki', d.pid_ki, 'sac_lag pid: integral gain.', **kw)
+  flags.DEFINE_float('pid_kd', d.pid_kd, 'sac_lag pid: derivative gain.', **kw)
+  flags.DEFINE_float('error_clip', d.error_clip,
+                     'sac_lag: clip of the cost error seen by lambda, in units of kappa.', **kw)
   flags.DEFINE_integer('num_envs', d.num_envs, 'Env copies stepped together.', **kw)
   flags.DEFINE_integer('log_every', d.log_every, 'Env steps between logs/checkpoints.', **kw)
-  flags.DEFINE_integer('eval_every', d.eval_every, 'Env steps between evaluations.', **kw)
-  flags.DEFINE_integer('eval_episodes', d.eval_episodes, 'Episodes per evaluation.', **kw)
+  flags.DEFINE_integer('eval_every', d.eval_every,
+                       'Env steps between validations (0: only at the end).', **kw)
+  flags.DEFINE_integer('eval_episodes', d.eval_episodes, 'Episodes per validation.', **kw)
+  flags.DEFINE_integer('final_episodes', d.final_episodes,
+                       'Evaluation episodes of the kept expert.', **kw)
   flags.DEFINE_integer('episodes', d.episodes, 'Demonstration episodes.', **kw)
   flags.DEFINE_float('noise_fraction', d.noise_fraction, 'Share of noisy episodes.', **kw)
   flags.DEFINE_enum('noise', d.noise, NOISES, 'Noise of the noisy episodes.', **kw)
@@ -396,56 +405,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string('workdir', None, 'Run directory.', **kw)
 
 
-def config_from_flags(config_cls, values, skip=()) -> Any:
-  """Builds `config_cls` from parsed absl flags of the same names (lists become tuples)."""
-  kwargs = {}
-  for field in dataclasses.fields(config_cls):
-    if field.name in skip or field.name not in values:
-      continue
-    value = values[field.name].value
-    if isinstance(value, list):
-      try:
-        value = tuple(int(v) for v in value)
-      except ValueError as e:
-        raise ValueError(f'--{field.name} must be integers, got {value}') from e
-    kwargs[field.name] = value
-  return config_cls(**kwargs)
-
-
-def make_main(parse_fn: Callable, run_fn: Callable) -> Callable:
-  """The absl `main` of a launcher: `parse_fn(FLAGS)` -> validated config (ValueError on bad
-  flags) -> `run_fn(config, workdir)`."""
-
-  def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    if not flags.FLAGS['verbosity'].present:
-      logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO.
-    if not flags.FLAGS.workdir:
-      raise app.UsageError('--workdir is required')
-    try:
-      config = parse_fn(flags.FLAGS)
-    except ValueError as e:
-      raise app.UsageError(str(e)) from e
-    run_fn(config, flags.FLAGS.workdir)
-
-  return main
-
-
-def validated_config(config_cls, validate_fn: Callable) -> Callable:
-  """`parse_fn` of `make_main` for a launcher whose flags mirror `config_cls` field by field."""
-
-  def parse(values):
-    config = config_from_flags(config_cls, values)
-    validate_fn(config)
-    return config
-
-  return parse
-
-
-main = make_main(validated_config(Config, validate), run)
+main = launch.make_main(launch.validated_config(Config, validate), run)
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  launch.run(main, define_flags)

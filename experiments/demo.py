@@ -24,9 +24,7 @@ import resource
 import time
 from typing import Any, Dict, Tuple
 
-from absl import app
 from absl import flags
-from absl import logging
 import jax
 import numpy as np
 
@@ -34,12 +32,17 @@ from experiments import collect
 from experiments import distill
 from experiments import evaluate as evaluate_lib
 from experiments import train_guide
-from experiments.collect import load_json, save_json
 from gold_jax import envs
+from gold_jax import files
+from gold_jax import jsrl
+from gold_jax import launch
+from gold_jax import protocol
 from gold_jax import export as export_lib
 from gold_jax import logger as logger_lib
 from gold_jax import plots
-from gold_jax.policies import MLPPolicy, load_guide
+from gold_jax.checkpoints import checkpoint_dir
+from gold_jax.launch import load_json, save_json
+from gold_jax.policies import MLPPolicy, load_guide, load_policy
 
 SCALES = ('default', 'smoke')
 
@@ -59,7 +62,7 @@ class Budget:
   dt_context: int  # DT context length K.
   dt_batch: int  # DT windows per update.
   distill_steps: int  # Env steps of GOLD and of IQL from scratch.
-  guide_steps: Tuple[int, ...]  # GOLD horizon curriculum H1 > ... > 0.
+  guide_fractions: Tuple[float, ...]  # GOLD horizons H1 > ... > 0, fractions of the episode.
   stage_steps: int  # Env steps per curriculum stage.
   student_hidden: Tuple[int, ...]  # Student MLP widths (2x256 in the paper).
   student_batch: int  # Student batch size.
@@ -77,7 +80,7 @@ SCALE_BUDGETS = {
         expert_steps=40_000, expert_hidden=(64, 64), expert_batch=128, expert_utd=4.0,
         expert_learning_starts=2_000, episodes=20,
         dt_steps=2_000, dt_embed=64, dt_layers=2, dt_context=10, dt_batch=64,
-        distill_steps=20_000, guide_steps=(250, 200, 150, 100, 50, 0), stage_steps=2_500,
+        distill_steps=20_000, guide_fractions=jsrl.DEFAULT_FRACTIONS, stage_steps=2_500,
         student_hidden=(256, 256), student_batch=128, student_cost_coef=2.0,
         learning_starts=1_000,
         eval_every=2_000, eval_episodes=5, final_episodes=10, max_episode_steps=300,
@@ -86,7 +89,7 @@ SCALE_BUDGETS = {
         expert_steps=300, expert_hidden=(16, 16), expert_batch=32, expert_utd=1.0,
         expert_learning_starts=100,
         episodes=2, dt_steps=20, dt_embed=16, dt_layers=1, dt_context=4, dt_batch=8,
-        distill_steps=200, guide_steps=(30, 0), stage_steps=100, student_hidden=(16, 16),
+        distill_steps=200, guide_fractions=(0.6, 0.0), stage_steps=100, student_hidden=(16, 16),
         student_batch=32, student_cost_coef=1.0, learning_starts=50, eval_every=100, eval_episodes=1,
         final_episodes=2, max_episode_steps=50, updates_per_call=10),
 }
@@ -156,13 +159,14 @@ def stage_configs(config: Config, workdir: str):
   for name, guide_name in (('gold', 'dt'), ('iql', 'none')):
     students[name] = distill.Config(
         task=config.task, guide=guide_name,
-        guide_ckpt=train_guide.checkpoint_dir(os.path.join(workdir, 'dt'))
+        guide_ckpt=checkpoint_dir(os.path.join(workdir, 'dt'), of_run=True)
         if guide_name != 'none' else '',
-        backbone='iql', guide_schedule='horizon', guide_steps=b.guide_steps,
+        backbone='iql', guide_schedule='horizon', guide_fractions=b.guide_fractions,
         stage_steps=b.stage_steps, total_steps=b.distill_steps, batch_size=b.student_batch,
         cost_coef=b.student_cost_coef,
         learning_starts=b.learning_starts, eval_every=b.eval_every,
-        eval_episodes=b.eval_episodes, hidden_dims=b.student_hidden,
+        eval_episodes=b.eval_episodes, final_eval_episodes=b.final_episodes,
+        hidden_dims=b.student_hidden,
         max_episode_steps=length, **common)
   return expert, guide, students
 
@@ -173,10 +177,13 @@ def _final_evaluations(config: Config, workdir: str) -> Dict[str, Dict[str, Any]
   length = None if config.scale == 'default' else b.max_episode_steps
   out = {}
   for name in ('expert', 'dt', 'iql', 'gold'):
+    ckpt = os.path.join(workdir, name)
+    if name == 'expert':  # The expert collect kept (and demonstrated with), not its last state.
+      ckpt = collect.best_expert_dir(ckpt)
     eval_config = evaluate_lib.Config(
-        ckpt=os.path.join(workdir, name), task=config.task, episodes=b.final_episodes,
+        ckpt=ckpt, task=config.task, episodes=b.final_episodes,
         plot=name in ('gold', 'expert'), plot_episodes=2, max_episode_steps=length,
-        seed=3_000_000 + config.seed)
+        seed=protocol.evaluation_seed(config.seed))
     out[name] = evaluate_lib.run(eval_config, os.path.join(workdir, name, 'evaluation'))
   return out
 
@@ -207,7 +214,7 @@ def learning_curves(workdir: str, evaluations: Dict[str, Dict[str, Any]],
 
 def latencies(workdir: str, task: str, seed: int) -> Dict[str, float]:
   """Exports the GOLD student; per-decision latency of numpy student, JAX student and DT."""
-  _, info = evaluate_lib.load_policy(os.path.join(workdir, 'gold'))
+  _, info = load_policy(os.path.join(workdir, 'gold'))
   path = os.path.join(workdir, 'student.npz')
   export_lib.export_actor(info['state'], path, metadata={'task': task, 'algo': 'gold-dt-iql'})
   student = export_lib.NumpyPolicy.load(path)
@@ -217,7 +224,7 @@ def latencies(workdir: str, task: str, seed: int) -> Dict[str, float]:
   batch = obs[None]
   jax_student = MLPPolicy(info['module'], info['state'], deterministic=True)
   expected = jax_student.act(batch)
-  guide = load_guide(train_guide.checkpoint_dir(os.path.join(workdir, 'dt')))
+  guide = load_guide(checkpoint_dir(os.path.join(workdir, 'dt'), of_run=True))
   guide.reset(1)
 
   def dt_decision():
@@ -265,7 +272,7 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   if config.scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {config.scale!r}')
   os.makedirs(workdir, exist_ok=True)
-  collect.check_same_config(workdir, config, may_differ=('progress',))
+  launch.check_same_config(workdir, config, may_differ=('progress',))
   expert, guide, students = stage_configs(config, workdir)
   timer = _Timer(os.path.join(workdir, 'timings.json'))
   start = time.perf_counter()
@@ -285,9 +292,7 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
           f'Learning curves: {png}\nStage wall-clock (CPU) seconds: ' +
           ', '.join(f'{k} {v["wall_s"]:.0f} ({v["cpu_s"]:.0f})' for k, v in stages.items())
           + '\n')
-  with open(os.path.join(workdir, 'results.md.tmp'), 'w') as f:
-    f.write(text)
-  os.replace(os.path.join(workdir, 'results.md.tmp'), os.path.join(workdir, 'results.md'))
+  files.write_text(os.path.join(workdir, 'results.md'), text)
   result = {'evaluations': {k: {m: v[m] for m in ('reward_mean', 'reward_std', 'cost_mean',
                                                    'cost_std')}
                             for k, v in evaluations.items()},
@@ -308,15 +313,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string('workdir', 'runs/demo', 'Output directory.', **kw)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO.
-  config = collect.config_from_flags(Config, flags.FLAGS)
-  run(config, flags.FLAGS.workdir)
+main = launch.make_main(lambda values: launch.config_from_flags(Config, values), run)
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  launch.run(main, define_flags)

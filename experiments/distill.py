@@ -22,17 +22,16 @@ import signal
 import threading
 from typing import Any, Dict, Optional, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
 import tqdm
 
-from experiments.collect import make_main
-from gold_jax import envs, jsrl
+from gold_jax import envs, jsrl, launch
 from gold_jax.agents import cvpo, iql
 from gold_jax.data.replay import ReplayBuffer
-from gold_jax.evaluation import evaluate
+from gold_jax import protocol
+from gold_jax.evaluation import evaluate, evaluate_set
 from gold_jax import logger as logger_lib
 from gold_jax import plots
 from gold_jax.loop import PIPELINE_MODES, GuidedLoop, LoopCheckpoints, LoopConfig
@@ -51,9 +50,13 @@ class Config:
   guide_ckpt: str = ''  # Guide checkpoint directory written by experiments/train_guide.py.
   guide_target_return: Optional[float] = None  # DT return-to-go; None: the checkpoint's.
   backbone: str = 'iql'  # Student learner: 'iql' (reward shaping r - lambda c) or 'cvpo'.
+  cvpo_preset: str = 'released'  # CVPO's hyperparameters (cvpo.PRESETS): 'released' (the
+                                 # authors' code, what the tables use) or 'fsrl' (FSRL's CVPO).
   iql_actor: str = 'awr'  # IQL actor loss: 'awr' (IQL paper) or 'sac' (GOLD released code).
   guide_schedule: str = 'horizon'  # 'horizon' (fixed stages), 'auto' (JSRL rule) or 'prob'.
-  guide_steps: Tuple[int, ...] = (500, 400, 300, 200, 100, 0)  # Horizons H1 > ... > 0.
+  guide_fractions: Tuple[float, ...] = jsrl.DEFAULT_FRACTIONS  # Horizons H1 > ... > 0 as
+                                         # fractions of the task's episode length T.
+  guide_steps: Optional[Tuple[int, ...]] = None  # Horizons in env steps; overrides the fractions.
   stage_steps: int = 40_000  # Env steps per stage of the 'horizon' curriculum.
   auto_tolerance: float = 0.05  # 'auto': advance at (1 - tol) of the guide's return.
   auto_window: int = 3  # 'auto': evaluations in the moving average.
@@ -65,26 +68,35 @@ class Config:
   pipeline: str = 'off'  # 'process' / 'thread': step two halves of the envs in turn, the guide
                          # computing for one while the other steps, in its own process or on a
                          # worker thread (hides a DT guide's forward pass; even num_envs).
-  utd: float = 1.0  # Updates per env step.
+  utd: Optional[float] = None  # Updates per env step; None: the CVPO preset's rate where it
+                               # has one (fsrl: 0.2), else 1.0.
   train_every: int = 50  # Env steps between fused update calls (utd * train_every updates).
   batch_size: int = 256  # Transitions per update.
   learning_starts: int = 1000  # Env steps before the first update.
   replay_capacity: int = 1_000_000  # Replay buffer size (capped at total_steps).
   eval_every: int = 10_000  # Env steps between evaluations (and checkpoints).
-  eval_episodes: int = 10  # Episodes per evaluation, each with its own seed.
+  eval_episodes: int = 10  # Episodes per curve point: the first ones of the evaluation set.
+  final_eval_episodes: int = 10  # Episodes of the final evaluation (the reported numbers);
+                                 # recorded-scenario tasks play every held-out scenario once.
   cost_coef: float = 1.0  # IQL: lambda of the shaped reward r - lambda c (initial if adapted).
   iql_lambda: str = 'fixed'  # IQL lambda: 'fixed' (cost_coef, the paper), or adapted against
-                             # kappa by a cost critic: 'lagrange' or 'pid' (gold_jax.agents.lagrange).
+                             # kappa from the student's own episode costs: 'lagrange' or 'pid'
+                             # (gold_jax.agents.lagrange).
   hidden_dims: Tuple[int, ...] = (256, 256)  # Student MLP (2x256; smaller only in tests).
   max_episode_steps: Optional[int] = None  # Episode length override (tests); None: the task's.
   env_options: Optional[Dict[str, Any]] = None  # Extra `envs.make` options (e.g. MetaDrive's
                                                 # data_dir and scenario range); None: none.
+  eval_env_options: Optional[Dict[str, Any]] = None  # Options of the evaluation env (held-out
+                                                     # scenarios); None: env_options. On
+                                                     # recorded-scenario tasks every scenario of
+                                                     # this env is one final-evaluation episode.
   seed: int = 0  # Seeds the learner, the envs, the buffer sampling and the mixing.
+  eval_protocol: int = protocol.VERSION  # Evaluation protocol (gold_jax.protocol) of the run.
   progress: bool = True  # Show a tqdm progress bar.
 
 
 # Fields that may change when a run is resumed.
-_RESUMABLE = ('total_steps', 'progress', 'eval_episodes')
+_RESUMABLE = ('total_steps', 'progress', 'eval_episodes', 'final_eval_episodes')
 
 
 def validate(config: Config) -> None:
@@ -98,11 +110,19 @@ def validate(config: Config) -> None:
                      f'{config.guide_schedule!r}')
   if config.guide != 'none' and not config.guide_ckpt:
     raise ValueError(f'--guide={config.guide} needs --guide_ckpt')
-  jsrl.check_stages(config.guide_steps)
-  LoopConfig(config.utd, config.train_every, config.batch_size,
+  if config.guide_steps is not None:
+    jsrl.check_stages(config.guide_steps)
+  jsrl.horizons_from_fractions(config.guide_fractions, 1)
+  if config.eval_protocol != protocol.VERSION:
+    raise ValueError(f'this code scores runs under evaluation protocol {protocol.VERSION}, '
+                     f'not {config.eval_protocol}')
+  if config.cvpo_preset not in cvpo.PRESETS:
+    raise ValueError(f'--cvpo_preset must be one of {tuple(cvpo.PRESETS)}, got '
+                     f'{config.cvpo_preset!r}')
+  LoopConfig(updates_per_step(config), config.train_every, config.batch_size,
              config.learning_starts, config.pipeline).validate(config.num_envs)
   for name in ('stage_steps', 'prob_T', 'total_steps', 'num_envs', 'replay_capacity',
-               'eval_every', 'eval_episodes', 'auto_window'):
+               'eval_every', 'eval_episodes', 'final_eval_episodes', 'auto_window'):
     if getattr(config, name) <= 0:
       raise ValueError(f'--{name} must be positive, got {getattr(config, name)}')
   if not 0.0 <= config.prob_p0 <= 1.0:
@@ -120,10 +140,19 @@ def learner_config(config: Config, spec):
     adapted = config.iql_lambda != 'fixed'
     return iql.Config(hidden_dims=hidden, actor_loss=config.iql_actor,
                       cost_coef=config.cost_coef, cost_limit=spec.cost_threshold,
-                      episode_len=spec.max_episode_steps, cost_critic=adapted,
+                      adaptive_lambda=adapted,
                       lambda_method=config.iql_lambda if adapted else 'lagrange')
-  return cvpo.Config(hidden_dims=hidden, cost_limit_start=spec.cost_threshold,
-                     cost_limit_end=spec.cost_threshold, episode_len=spec.max_episode_steps)
+  return cvpo.preset(config.cvpo_preset, hidden_dims=hidden,
+                     cost_limit_start=spec.cost_threshold, cost_limit_end=spec.cost_threshold,
+                     episode_len=spec.max_episode_steps)
+
+
+def updates_per_step(config: Config) -> float:
+  """The loop's utd: `--utd`, else the CVPO preset's `updates_per_step`, else 1.0."""
+  if config.utd is not None:
+    return config.utd
+  rate = cvpo.PRESETS[config.cvpo_preset].updates_per_step if config.backbone == 'cvpo' else None
+  return 1.0 if rate is None else rate
 
 
 def init_learner(config: Config, spec, obs_dim: int, act_dim: int):
@@ -132,15 +161,22 @@ def init_learner(config: Config, spec, obs_dim: int, act_dim: int):
                     act_dim, learner_config(config, spec))
 
 
-def make_schedule(config: Config, cost_threshold: float):
+def horizons(config: Config, episode_len: int) -> Tuple[int, ...]:
+  """The curriculum's horizons: `guide_steps` if given, else `guide_fractions` × T."""
+  if config.guide_steps is not None:
+    return jsrl.check_stages(config.guide_steps)
+  return jsrl.horizons_from_fractions(config.guide_fractions, episode_len)
+
+
+def make_schedule(config: Config, cost_threshold: float, episode_len: int):
   if config.guide == 'none':
     return None
   if config.guide_schedule == 'horizon':
-    return jsrl.FixedCurriculum(config.guide_steps, config.stage_steps)
+    return jsrl.FixedCurriculum(horizons(config, episode_len), config.stage_steps)
   if config.guide_schedule == 'auto':
     kappa = cost_threshold if config.auto_cost_limit is None else config.auto_cost_limit
-    return jsrl.AutoCurriculum(config.guide_steps, config.auto_tolerance, config.auto_window,
-                               kappa)
+    return jsrl.AutoCurriculum(horizons(config, episode_len), config.auto_tolerance,
+                               config.auto_window, kappa)
   return jsrl.ProbSchedule(config.prob_p0, config.prob_T)
 
 
@@ -157,24 +193,6 @@ def check_guide(config: Config, obs_dim: int, act_dim: int) -> None:
         f'obs_dim={obs_dim}, act_dim={act_dim}')
   if meta['task'] != config.task:
     logging.warning('guide trained on %r is used on %r', meta['task'], config.task)
-
-
-def _write_config(config: Config, workdir: str) -> None:
-  """Writes config.json; a resumed run must have the same config (but for a few fields)."""
-  path = os.path.join(workdir, 'config.json')
-  current = json.loads(json.dumps(dataclasses.asdict(config)))
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    differ = sorted(k for k in set(saved) | set(current)
-                    if k not in _RESUMABLE and saved.get(k) != current.get(k))
-    if differ:
-      raise ValueError(f'{workdir} holds a run with a different config ('
-                       + ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}'
-                                   for k in differ) + '); use another --workdir')
-  with open(path + '.tmp', 'w') as f:
-    json.dump(current, f, indent=2)
-  os.replace(path + '.tmp', path)
 
 
 class StopOnSigint:
@@ -229,22 +247,30 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   # MetaDrive runs one simulator per process: the evaluation copies (and the training copies
   # when there are several) get processes of their own.
   separate = envs.get_spec(config.task).simulator == envs.registry.METADRIVE
+  eval_options = dict(env_options if config.eval_env_options is None else
+                      config.eval_env_options)
+  if config.max_episode_steps is not None:
+    eval_options['max_episode_steps'] = config.max_episode_steps
   env = envs.make_vec(config.task, config.num_envs, seed=config.seed,
                       asynchronous=separate and config.num_envs > 1, **env_options)
-  eval_env = envs.make_vec(config.task, min(config.eval_episodes, 10), seed=config.seed,
-                           asynchronous=separate, **env_options)
+  eval_env = envs.make_vec(config.task, min(max(config.eval_episodes,
+                                                config.final_eval_episodes), 10),
+                           seed=config.seed, asynchronous=separate, **eval_options)
   spec = env.spec  # With the episode length override, if any.
   try:
     if config.guide != 'none':
       check_guide(config, env.obs_dim, env.act_dim)
-    _write_config(config, workdir)
-    return _train(config, workdir, spec, env, eval_env)
+    launch.check_same_config(workdir, config, may_differ=_RESUMABLE)
+    eval_set = protocol.for_task(spec.name, spec.max_episode_steps, config.seed,
+                                 config.final_eval_episodes, eval_options)
+    return _train(config, workdir, spec, env, eval_env, eval_set)
   finally:
     env.close()
     eval_env.close()
 
 
-def _train(config: Config, workdir: str, spec, env, eval_env) -> Dict[str, float]:
+def _train(config: Config, workdir: str, spec, env, eval_env,
+           eval_set: protocol.EvalSet) -> Dict[str, Any]:
   module = BACKBONES[config.backbone]
   state = init_learner(config, spec, env.obs_dim, env.act_dim)
   guide = None
@@ -252,9 +278,9 @@ def _train(config: Config, workdir: str, spec, env, eval_env) -> Dict[str, float
     guide = load_guide(config.guide_ckpt, config.guide_target_return)
   student = MLPPolicy(module, state, deterministic=False, seed=config.seed + 1)
   policy = jsrl.JSRLPolicy(guide, student, seed=config.seed + 2)
-  schedule = make_schedule(config, spec.cost_threshold)
+  schedule = make_schedule(config, spec.cost_threshold, spec.max_episode_steps)
   buffer = ReplayBuffer(env.obs_dim, env.act_dim, min(config.replay_capacity, config.total_steps))
-  loop_config = LoopConfig(config.utd, config.train_every, config.batch_size,
+  loop_config = LoopConfig(updates_per_step(config), config.train_every, config.batch_size,
                            config.learning_starts, config.pipeline)
   runner = GuidedLoop(env, policy, student, module, state, buffer, schedule, loop_config,
                       seed=config.seed)
@@ -262,18 +288,21 @@ def _train(config: Config, workdir: str, spec, env, eval_env) -> Dict[str, float
   resume_step = run.latest_step()
   logger = logger_lib.MetricLogger(workdir, resume_step=resume_step)
   eval_guide = copy.copy(guide)  # Its own acting context: evaluation never disturbs training.
-  eval_seed = 1_000_000 + 10_000 * config.seed
+  # Curve points play the first `eval_episodes` of the evaluation set; the `auto` curriculum
+  # decides on validation episodes of its own (gold_jax.protocol).
+  curve_set = eval_set if eval_set.scenarios else protocol.eval_set(
+      spec.name, spec.max_episode_steps, config.seed, config.eval_episodes)
 
   def evaluate_now() -> Dict[str, float]:
-    metrics = evaluate(MLPPolicy(module, runner.state, deterministic=True), eval_env,
-                       config.eval_episodes, eval_seed)
+    metrics = evaluate_set(MLPPolicy(module, runner.state, deterministic=True), eval_env,
+                           curve_set, config.eval_episodes)
     if isinstance(schedule, jsrl.AutoCurriculum):
       mixed_policy = jsrl.JSRLPolicy(eval_guide, MLPPolicy(module, runner.state),
                                      schedule.horizon)
-      mixed = evaluate(mixed_policy, eval_env, config.eval_episodes, eval_seed,
-                       prefix='evaluation/mixed_')
-      schedule.on_eval(mixed['evaluation/mixed_reward_mean'],
-                       mixed['evaluation/mixed_cost_mean'])
+      mixed = evaluate(mixed_policy, eval_env, config.eval_episodes,
+                       protocol.validation_seed(config.seed), prefix='validation/mixed_')
+      schedule.on_eval(mixed['validation/mixed_reward_mean'],
+                       mixed['validation/mixed_cost_mean'])
       schedule.apply(policy)
       metrics.update(mixed)
     return metrics
@@ -292,11 +321,13 @@ def _train(config: Config, workdir: str, spec, env, eval_env) -> Dict[str, float
       else:
         metrics = {}
         if guide is not None:
-          guide_metrics = evaluate(eval_guide, eval_env, config.eval_episodes, eval_seed,
-                                   prefix='guide/')
-          metrics.update(guide_metrics)
+          metrics.update(evaluate_set(eval_guide, eval_env, curve_set, config.eval_episodes,
+                                      prefix='guide/'))
           if isinstance(schedule, jsrl.AutoCurriculum):
-            schedule.set_reference(guide_metrics['guide/reward_mean'])
+            reference = evaluate(eval_guide, eval_env, config.eval_episodes,
+                                 protocol.validation_seed(config.seed), prefix='validation/guide_')
+            metrics.update(reference)
+            schedule.set_reference(reference['validation/guide_reward_mean'])
         metrics.update(runner.pop_metrics())
         last = evaluate_now()
         metrics.update(last)
@@ -332,7 +363,18 @@ def _train(config: Config, workdir: str, spec, env, eval_env) -> Dict[str, float
     logger.close()
     run.close()
   plot_run(workdir, f'{config.guide}-{config.backbone}', spec.cost_threshold)
-  return {**last, 'training/env_steps': float(runner.step), 'interrupted': float(interrupted)}
+  summary = {**last, 'training/env_steps': float(runner.step), 'interrupted': float(interrupted)}
+  if not interrupted:
+    summary.update(final_evaluation(MLPPolicy(module, runner.state, deterministic=True),
+                                    eval_env, eval_set))
+  return summary
+
+
+def final_evaluation(policy, eval_env, eval_set: protocol.EvalSet) -> Dict[str, Any]:
+  """The reported numbers: the whole evaluation set, as `final/...` metrics plus the set's
+  `eval_set` id and `final/episodes`."""
+  metrics = evaluate_set(policy, eval_env, eval_set, prefix='final/')
+  return {**metrics, 'final/episodes': eval_set.episodes, 'eval_set': eval_set.id}
 
 
 # -- Command line ------------------------------------------------------------------------
@@ -345,11 +387,15 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string('guide_ckpt', d.guide_ckpt, 'Guide checkpoint directory.', **kw)
   flags.DEFINE_float('guide_target_return', None, 'DT target return (default: saved).', **kw)
   flags.DEFINE_enum('backbone', d.backbone, tuple(BACKBONES), 'Student learner.', **kw)
+  flags.DEFINE_enum('cvpo_preset', d.cvpo_preset, tuple(cvpo.PRESETS),
+                    'CVPO hyperparameters: released (the authors\' code) or fsrl (FSRL).', **kw)
   flags.DEFINE_enum('iql_actor', d.iql_actor, iql.ACTOR_LOSSES, 'IQL actor loss.', **kw)
   flags.DEFINE_enum('guide_schedule', d.guide_schedule, SCHEDULES,
                     'horizon: fixed stages; auto: JSRL rule; prob: decaying probability.', **kw)
-  flags.DEFINE_list('guide_steps', [str(h) for h in d.guide_steps],
-                    'Guide horizons H1 > H2 > ... > 0.', **kw)
+  flags.DEFINE_list('guide_fractions', [f'{f:.6g}' for f in d.guide_fractions],
+                    'Guide horizons H1 > H2 > ... > 0 as fractions of the episode length.', **kw)
+  flags.DEFINE_list('guide_steps', None,
+                    'Guide horizons in env steps (overrides --guide_fractions).', **kw)
   flags.DEFINE_integer('stage_steps', d.stage_steps, 'Env steps per horizon stage.', **kw)
   flags.DEFINE_float('auto_tolerance', d.auto_tolerance, 'auto: return tolerance.', **kw)
   flags.DEFINE_integer('auto_window', d.auto_window, 'auto: evaluations averaged.', **kw)
@@ -362,16 +408,19 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                     'process / thread: step two halves of the envs in turn, the guide computing '
                     'for one half (in its own process / on a worker thread) while the other '
                     'half steps (even --num_envs). off: all envs at once.', **kw)
-  flags.DEFINE_float('utd', d.utd, 'Updates per env step.', **kw)
+  flags.DEFINE_float('utd', d.utd, 'Updates per env step (default: the CVPO preset\'s rate '
+                     'where it has one, else 1).', **kw)
   flags.DEFINE_integer('train_every', d.train_every, 'Env steps between update calls.', **kw)
   flags.DEFINE_integer('batch_size', d.batch_size, 'Transitions per update.', **kw)
   flags.DEFINE_integer('learning_starts', d.learning_starts, 'Env steps before updates.', **kw)
   flags.DEFINE_integer('replay_capacity', d.replay_capacity, 'Replay buffer size.', **kw)
   flags.DEFINE_integer('eval_every', d.eval_every, 'Env steps between evaluations.', **kw)
-  flags.DEFINE_integer('eval_episodes', d.eval_episodes, 'Episodes per evaluation.', **kw)
+  flags.DEFINE_integer('eval_episodes', d.eval_episodes, 'Episodes per curve point.', **kw)
+  flags.DEFINE_integer('final_eval_episodes', d.final_eval_episodes,
+                       'Episodes of the final evaluation (the reported numbers).', **kw)
   flags.DEFINE_float('cost_coef', d.cost_coef, 'IQL: lambda of r - lambda c.', **kw)
   flags.DEFINE_enum('iql_lambda', d.iql_lambda, LAMBDA_RULES,
-                    'IQL lambda: fixed (cost_coef) or adapted against kappa by a cost critic.',
+                    'IQL lambda: fixed (cost_coef) or adapted to the student\'s episode cost.',
                     **kw)
   flags.DEFINE_integer('seed', d.seed, 'Random seed.', **kw)
   flags.DEFINE_string('workdir', None, 'Run directory.', **kw)
@@ -380,13 +429,18 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 def config_from_flags(values) -> Config:
   """The Config of parsed flags (`values`: absl FLAGS); bad values raise ValueError."""
-  names = {f.name for f in dataclasses.fields(Config)} - {'hidden_dims', 'max_episode_steps',
-                                                          'env_options'}
-  kwargs = {name: values[name].value for name in names}
+  names = {f.name for f in dataclasses.fields(Config)} - {
+      'hidden_dims', 'max_episode_steps', 'env_options', 'eval_env_options', 'eval_protocol'}
+  kwargs = {name: values[name].value for name in names if name in values}
   try:
-    kwargs['guide_steps'] = tuple(int(h) for h in kwargs['guide_steps'])
+    if kwargs.get('guide_steps') is not None:
+      kwargs['guide_steps'] = tuple(int(h) for h in kwargs['guide_steps'])
   except ValueError as e:
     raise ValueError(f'--guide_steps must be integers, got {kwargs["guide_steps"]}') from e
+  try:
+    kwargs['guide_fractions'] = tuple(float(f) for f in kwargs['guide_fractions'])
+  except ValueError as e:
+    raise ValueError(f'--guide_fractions must be numbers, got {kwargs["guide_fractions"]}') from e
   config = Config(**kwargs)
   validate(config)
   return config
@@ -396,9 +450,8 @@ def _run_and_print(config: Config, workdir: str) -> None:
   print(json.dumps(train_and_evaluate(config, workdir), indent=1))
 
 
-main = make_main(config_from_flags, _run_and_print)
+main = launch.make_main(config_from_flags, _run_and_print)
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  launch.run(main, define_flags)

@@ -13,12 +13,13 @@ skipped, so an interrupted run resumes where it stopped. Prints the per-scenario
 import dataclasses
 import json
 import multiprocessing
-import os
 import pathlib
 
 from absl import app, flags, logging
 import tqdm
 
+from gold_jax import files
+from gold_jax import launch
 from gold_jax.driving import demos
 from gold_jax.driving import plots
 from gold_jax.envs import metadrive as md
@@ -62,9 +63,7 @@ def _process(job):
 
 
 def _write_json(path, obj):
-  tmp = path.with_name('.' + path.name + '.tmp')
-  tmp.write_text(json.dumps(obj, indent=1))
-  os.replace(tmp, path)
+  files.write_json(path, obj, indent=1)
 
 
 def extract_to_dir(data_dir, out, workers=1, config=demos.ExtractConfig(), with_plots=False):
@@ -126,5 +125,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  launch.run(main, define_flags)

@@ -17,12 +17,14 @@ rerun only does what is missing (and each stage resumes from its own checkpoints
 writes `error.txt`; the table is still produced from the finished runs, with the missing cells
 marked and the failed runs named. Outputs: table1.md, table1.csv, curves_<task>.png,
 latency.md, and a trajectory plot per Point/Car task.
+
+Runs execute in a local process pool (`--workers`) or, with `--executor=ray`, as Ray tasks on a
+local Ray or a cluster (`--ray_address`), each with its resources and with the runs it waits
+for as dependencies (`gold_jax.sweep`); this process alone writes the tables.
 """
 
-import concurrent.futures as futures
 import dataclasses
 import json
-import multiprocessing
 import os
 import time
 import traceback
@@ -32,7 +34,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from gold_jax import envs, results
+from gold_jax import envs, launch, protocol, results, sweep
+from gold_jax.checkpoints import checkpoint_dir
 
 SCALES = ('smoke', 'laptop', 'paper')
 DISTILL_METHODS = {
@@ -48,6 +51,13 @@ class Config:
   methods: Tuple[str, ...] = results.METHODS  # Columns of the table.
   scale: str = 'laptop'  # Budget preset: smoke (tests), laptop (CPU, minutes), paper.
   workers: int = 1  # Runs in parallel processes (one JAX process per run).
+  # Where runs execute (gold_jax.sweep.ExecutorConfig): 'local' pool or 'ray' tasks, with
+  # the Ray cluster's address, each run's CPUs and GPU share, and retries of a dead worker.
+  executor: str = 'local'
+  ray_address: str = ''
+  cpus_per_run: float = 1.0
+  gpus_per_run: float = 0.0
+  max_retries: int = 3
   report_only: bool = False  # Only write the table from the runs that finished.
   dt_cost_token: bool = False  # DT guides also condition on the cost-to-go (target: kappa).
   iql_lambda: str = 'fixed'  # IQL students' lambda: 'fixed' or adapted ('lagrange', 'pid').
@@ -61,31 +71,32 @@ def _scale(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
     return {
         'collect': dict(tiny, expert_steps=200, learning_starts=100, batch_size=32,
                         hidden_dims=(16, 16), log_every=100, eval_episodes=2, episodes=3,
-                        tensorboard=False),
+                        final_episodes=3, tensorboard=False),
         'guide': dict(tiny, steps=20, updates_per_call=10, batch_size=8, hidden_dims=(16, 16),
                       embed_dim=16, num_layers=1, context_len=5, warmup_steps=5,
-                      eval_episodes=2, log_every=10, checkpoint_every=10, tensorboard=False),
-        'distill': dict(tiny, total_steps=120, guide_steps=(10, 5, 0), stage_steps=40,
-                        learning_starts=40, batch_size=16, train_every=20, eval_every=60,
-                        eval_episodes=2, hidden_dims=(16, 16)),
+                      eval_episodes=3, log_every=10, checkpoint_every=10, tensorboard=False),
+        'distill': dict(tiny, total_steps=120, guide_fractions=(0.5, 0.25, 0.0),
+                        stage_steps=40, learning_starts=40, batch_size=16, train_every=20,
+                        eval_every=60, eval_episodes=2, final_eval_episodes=3,
+                        hidden_dims=(16, 16)),
     }
   if scale == 'laptop':  # The budgets of experiments/demo.py (about 15 CPU-minutes a seed).
     length = spec.max_episode_steps
-    stages = tuple(int(length * f) for f in (5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6)) + (0,)
-    # 1000-step tasks (safety-gymnasium): a longer expert run, and sparser evaluations so that
-    # evaluating does not cost more env steps than training.
+    # 1000-step tasks (safety-gymnasium): a longer expert run, and fewer episodes per curve
+    # point so that the 10 curve points do not cost more env steps than training.
     long = length >= 1000
     return {
         'collect': dict(expert_steps=60_000 if long else 40_000, hidden_dims=(64, 64),
                         batch_size=128, utd=4.0, learning_starts=2_000,
                         log_every=10_000 if long else 4_000, episodes=20,
-                        eval_episodes=3 if long else 5, progress=False, tensorboard=False),
+                        eval_every=10_000 if long else 5_000, eval_episodes=5 if long else 10,
+                        final_episodes=10, progress=False, tensorboard=False),
         'guide': dict(steps=2_000, updates_per_call=100, embed_dim=64, num_layers=2,
                       context_len=10, target_quantile=1.0, eval_episodes=10, log_every=200,
                       checkpoint_every=1_000, progress=False, tensorboard=False),
-        'distill': dict(total_steps=20_000, guide_steps=stages, stage_steps=2_500,
-                        batch_size=128, cost_coef=2.0, learning_starts=1_000,
-                        eval_every=5_000 if long else 2_000, eval_episodes=5, progress=False),
+        'distill': dict(total_steps=20_000, stage_steps=2_500,  # Default curriculum: (5/6 ... 0) T.
+                        batch_size=128, cost_coef=2.0, learning_starts=1_000, eval_every=2_000,
+                        eval_episodes=2 if long else 5, final_eval_episodes=10, progress=False),
     }
   if scale == 'paper':  # The launchers' own defaults follow the paper.
     return {'collect': dict(progress=False), 'guide': dict(progress=False),
@@ -126,11 +137,16 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
   try:
     if stage == 'expert':
       from experiments import collect
-      config = collect.Config(task=task, seed=seed, **overrides['collect'])
+      config = collect.Config(task=task, seed=seed, **overrides['collect'],
+                              **_scenario_options(task))
       summary = collect.run(config, path)
-      return _finish(path, {'dataset': summary['dataset'],
+      return _finish(path, {'method': 'expert', 'dataset': summary['dataset'],
                             'reward': summary.get('expert_reward_mean'),
-                            'cost': summary.get('expert_cost_mean')}, started)
+                            'cost': summary.get('expert_cost_mean'),
+                            'success': summary.get('expert_success_rate'),
+                            'episodes': summary.get('expert_eval_episodes'),
+                            'eval_set': summary.get('eval_set'),
+                            'safe': summary.get('expert_safe')}, started)
     if stage in ('bc', 'dt'):
       from experiments import train_guide
       dataset = _done(os.path.join(base, 'expert'))['dataset']
@@ -138,28 +154,28 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
       if stage == 'dt' and dt_cost_token:
         guide_overrides['use_cost_token'] = True
       config = train_guide.Config(algo=stage, dataset=dataset, task=task, seed=seed,
-                                  **guide_overrides)
+                                  **guide_overrides, **_scenario_options(task))
       summary = train_guide.run(config, path)
-      return _finish(path, _eval_result(summary, method or stage.upper()), started)
+      return _finish(path, _eval_result(summary, method or stage.upper(), 'evaluation/'),
+                     started)
     from experiments import distill
     guide, backbone = DISTILL_METHODS[method]
     ckpt = os.path.join(base, guide) if guide != 'none' else ''
     if guide != 'none':
-      from experiments import train_guide
-      ckpt = train_guide.checkpoint_dir(ckpt)
+      ckpt = checkpoint_dir(ckpt, of_run=True)
     run_overrides = dict(overrides['distill'])
-    if backbone == 'cvpo' and scale == 'laptop':
-      # A CVPO update costs about 10x an IQL one (32 sampled actions per state in the E-step):
-      # fewer updates keep the laptop budget, at the price of a weaker CVPO.
-      run_overrides['utd'] = 0.1
+    if backbone == 'cvpo':
+      # FSRL's CVPO (0.2 updates per env step): the configuration of the published PyTorch
+      # CVPO that stays within the budget on Car-Circle (docs/results/cvpo.md).
+      run_overrides['cvpo_preset'] = 'fsrl'
     if backbone == 'iql':
       run_overrides['iql_lambda'] = iql_lambda
     config = distill.Config(task=task, seed=seed, guide=guide, guide_ckpt=ckpt,
-                            backbone=backbone, **run_overrides)
+                            backbone=backbone, **run_overrides, **_scenario_options(task))
     summary = distill.train_and_evaluate(config, path)
     if summary.get('interrupted'):
       raise KeyboardInterrupt
-    return _finish(path, _eval_result(summary, method), started)
+    return _finish(path, _eval_result(summary, method, 'final/'), started)
   except Exception as e:  # pylint: disable=broad-except  # One failed cell never stops a sweep.
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, 'error.txt'), 'w') as f:
@@ -167,11 +183,27 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
     return {'error': f'{type(e).__name__}: {e}'}
 
 
-def _eval_result(summary: Mapping[str, Any], method: str) -> Dict[str, Any]:
-  out = {'method': method, 'reward': summary['evaluation/reward_mean'],
-         'cost': summary['evaluation/cost_mean']}
-  if 'evaluation/success_rate' in summary:
-    out['success'] = summary['evaluation/success_rate']
+def _scenario_options(task: str) -> Dict[str, Any]:
+  """Recorded-scenario tasks: train on the first 80% of the scenarios ($GOLD_WOMD_DIR), score
+  on the held-out rest (`gold_jax.driving.split.index_split`); other tasks: no options."""
+  if not protocol.is_recorded(task):
+    return {}
+  from gold_jax.driving import split
+  from gold_jax.envs import metadrive as md
+  data_dir = md.resolve_data_dir(None)
+  train, test = split.index_split(len(md.scenario_files(data_dir)))
+  return {'env_options': dict(train, data_dir=str(data_dir)),
+          'eval_env_options': dict(test, data_dir=str(data_dir))}
+
+
+def _eval_result(summary: Mapping[str, Any], method: str, prefix: str) -> Dict[str, Any]:
+  """The per-run row of a guide (`evaluation/...`) or an online run's final evaluation
+  (`final/...`): reward, cost, success, episodes and the evaluation set's id."""
+  out = {'method': method, 'reward': summary[f'{prefix}reward_mean'],
+         'cost': summary[f'{prefix}cost_mean'], 'episodes': summary.get(f'{prefix}episodes'),
+         'eval_set': summary.get('eval_set'), 'env_steps': summary.get('training/env_steps')}
+  if f'{prefix}success_rate' in summary:
+    out['success'] = summary[f'{prefix}success_rate']
   return out
 
 
@@ -179,13 +211,49 @@ def _stage_of(method: str) -> str:
   return {'BC': 'bc', 'DT': 'dt'}.get(method, method.lower().replace('(', '_').replace(')', ''))
 
 
-def _run_all(jobs: List[Tuple], workers: int, desc: str) -> List[Dict]:
-  """Runs `_job(*args)` for each tuple, in `workers` spawned processes (1: in this one)."""
-  if workers <= 1:
-    return [_job(*args) for args in jobs]
-  ctx = multiprocessing.get_context('spawn')  # JAX is not fork-safe.
-  with futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-    return list(pool.map(_job, *zip(*jobs)))
+def _plan(config: Config, workdir: str) -> List[Tuple[str, Tuple, Tuple[str, ...]]]:
+  """The sweep's runs as (name, `_job` arguments, names of the runs it waits for), experts
+  first: per task and seed, expert -> its guides -> the online runs they guide (IQL and CVPO
+  from scratch wait for nothing). A run's name is its directory under `workdir`."""
+  pairs = [(t, s) for t in config.tasks for s in _seeds(config)]
+  guides = sorted({g for m in config.methods
+                   for g in ([m.lower()] if m in results.OFFLINE else
+                             [DISTILL_METHODS[m][0]]) if g != 'none'})
+  online = [m for m in config.methods if m in DISTILL_METHODS]
+  plan = [(f'{t}/seed{s}/expert', ('expert', t, s, config.scale, workdir), ())
+          for t, s in pairs]
+  plan += [(f'{t}/seed{s}/{g}', (g, t, s, config.scale, workdir, '', config.dt_cost_token),
+            (f'{t}/seed{s}/expert',)) for t, s in pairs for g in guides]
+  for t, s in pairs:
+    for m in online:
+      guide = DISTILL_METHODS[m][0]
+      plan.append((f'{t}/seed{s}/{_stage_of(m)}',
+                   (_stage_of(m), t, s, config.scale, workdir, m, config.dt_cost_token,
+                    config.iql_lambda),
+                   (f'{t}/seed{s}/{guide}',) if guide != 'none' else ()))
+  return plan
+
+
+def _run_all(plan: Sequence[Tuple[str, Tuple, Tuple[str, ...]]], executor: sweep.Executor,
+             workdir: str) -> Dict[str, Dict]:
+  """Runs `_job(*args)` for each unfinished run of `plan` on `executor`, each after the runs
+  it waits for; returns every run's result by name. Finished runs (`result.json`) are not
+  submitted again; a run whose worker died for good gets an `error.txt` here."""
+  out, handles = {}, {}
+  for name, args, after in plan:
+    done = _done(os.path.join(workdir, name))
+    if done is not None:
+      out[name] = done
+      continue
+    handles[name] = executor.submit(_job, args, [handles[a] for a in after if a in handles],
+                                    name=name)
+  for name, result in zip(handles, executor.gather(list(handles.values()))):
+    out[name] = result
+    error = os.path.join(workdir, name, 'error.txt')
+    if 'error' in result and not os.path.exists(error):
+      os.makedirs(os.path.dirname(error), exist_ok=True)
+      results.write_text(error, result['error'] + '\n')
+  return out
 
 
 def run(config: Config, workdir: str) -> Dict[str, Any]:
@@ -202,16 +270,10 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   start = time.perf_counter()
   if config.report_only:
     return write_report(config, workdir)
-  pairs = [(t, s) for t in config.tasks for s in _seeds(config)]
-  _run_all([('expert', t, s, config.scale, workdir) for t, s in pairs], config.workers, 'experts')
-  guides = sorted({g for m in config.methods
-                   for g in ([m.lower()] if m in results.OFFLINE else
-                             [DISTILL_METHODS[m][0]]) if g != 'none'})
-  _run_all([(g, t, s, config.scale, workdir, '', config.dt_cost_token)
-            for t, s in pairs for g in guides], config.workers, 'guides')
-  online = [m for m in config.methods if m in DISTILL_METHODS]
-  _run_all([(_stage_of(m), t, s, config.scale, workdir, m, config.dt_cost_token,
-             config.iql_lambda) for t, s in pairs for m in online], config.workers, 'online')
+  root = os.path.abspath(workdir)  # Runs may start in another directory, or on another node.
+  with sweep.from_config(config) as executor:
+    executor.check_shared_dir(root)
+    _run_all(_plan(config, root), executor, root)
   seconds = time.perf_counter() - start
   timing = parallel_timing(config, workdir, since=time.time() - seconds)
   if timing:
@@ -236,9 +298,10 @@ def parallel_timing(config: Config, workdir: str, since: float) -> str:
     return ''
   busy = sum(end - start for start, end in spans)
   wall = max(end for _, end in spans) - min(start for start, _ in spans)
+  where = (f'with {config.workers} worker process(es)' if config.executor == 'local' else
+           f'on Ray ({config.cpus_per_run:g} CPU, {config.gpus_per_run:g} GPU per run)')
   return (f'{len(spans)} runs, {busy / 60:.1f} min of run time in {wall / 60:.1f} min wall-clock '
-          f'with {config.workers} worker process(es): seed-parallel speed-up '
-          f'{busy / max(wall, 1e-9):.2f}x')
+          f'{where}: seed-parallel speed-up {busy / max(wall, 1e-9):.2f}x')
 
 
 def _check_sweep_settings(config: Config, workdir: str) -> None:
@@ -246,15 +309,17 @@ def _check_sweep_settings(config: Config, workdir: str) -> None:
   would reuse runs made with these, so it is refused (`sweep.json` records them)."""
   path = os.path.join(workdir, 'sweep.json')
   current = {'scale': config.scale, 'dt_cost_token': config.dt_cost_token,
-             'iql_lambda': config.iql_lambda}
+             'iql_lambda': config.iql_lambda, 'eval_protocol': protocol.VERSION}
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    defaults = {'dt_cost_token': False, 'iql_lambda': 'fixed'}  # Of sweeps that lack a key.
-    differ = sorted(k for k in current if saved.get(k, defaults.get(k)) != current[k])
+    # Of sweeps that lack a key; a sweep scored under an older protocol is refused.
+    defaults = {'dt_cost_token': False, 'iql_lambda': 'fixed', 'eval_protocol': 1}
+    saved = {k: saved.get(k, defaults.get(k)) for k in current}
+    differ = sorted(k for k in current if saved[k] != current[k])
     if differ:
       raise ValueError(f'{workdir} holds a sweep with other settings ('
-                       + ', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in differ)
+                       + ', '.join(f'{k}: {saved[k]!r} -> {current[k]!r}' for k in differ)
                        + '); use another --workdir')
   elif not config.report_only:
     results.write_text(path, json.dumps(current, indent=1))
@@ -269,31 +334,39 @@ def _cell_path(workdir: str, task: str, seed: int, method: str) -> str:
 
 
 def collect_results(config: Config, workdir: str):
-  """The table cells from finished runs, and the failed runs with their last error line."""
-  table, failed = {}, {}
+  """The per-run rows of the finished runs (`results.RUN_COLUMNS`, the expert included), and
+  the failed runs with their last error line."""
+  rows, failed = [], {}
   for task in config.tasks:
-    table[task] = {}
-    for method in config.methods:
-      cell = results.Cell()
+    for method in (results.EXPERT,) + tuple(config.methods):
       for seed in _seeds(config):
         path = _cell_path(workdir, task, seed, method)
         done = _done(path)
         if done is not None:
-          cell.add(done)
+          rows.append(results.run_row(task, method, seed, done))
         elif os.path.exists(os.path.join(path, 'error.txt')):
           with open(os.path.join(path, 'error.txt')) as f:
             lines = [l for l in f.read().strip().splitlines() if l.strip()]
           failed[f'{task}/seed{seed}/{method}'] = lines[-1] if lines else 'unknown error'
-      table[task][method] = cell
-  return table, failed
+  return rows, failed
 
 
 def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str, Any]:
+  """runs.csv from the finished runs, then the table, experts and curves computed from it."""
   from gold_jax import logger as logger_lib, plots
-  table, failed = collect_results(config, workdir)
+  rows, failed = collect_results(config, workdir)
+  runs_path = os.path.join(workdir, 'runs.csv')
+  results.write_runs_csv(rows, runs_path)
+  rows = results.read_runs_csv(runs_path)  # The tables come from the committed file.
+  table = results.table_from_rows(rows, config.tasks, config.methods)
   kappas = {t: envs.get_spec(t).cost_threshold for t in config.tasks}
   driving = [t for t in config.tasks if envs.get_spec(t).has_success and 'MetaDrive' in t]
   md = results.to_markdown(table, kappas, config.methods, with_success=driving, failed=failed)
+  md += '\n' + results.experts_markdown(rows, kappas)
+  mixed = results.mixed_eval_sets(rows)
+  if mixed:
+    md += ('\nCells of these rows were scored on different evaluation sets: '
+           + ', '.join(f'{t} seed {s}' for t, s in mixed) + '.\n')
   results.write_text(os.path.join(workdir, 'table1.md'), md)
   results.to_csv(table, os.path.join(workdir, 'table1.csv'))
   for task in config.tasks:  # Fig. 2: learning curves of the online methods.
@@ -347,9 +420,8 @@ def latency_report(config: Config, workdir: str) -> str:
   """Sec. IV-D1: per-decision time and parameter count of the DT guide vs the distilled MLP."""
   import jax
   import numpy as np
-  from experiments import evaluate, train_guide
   from gold_jax import export as export_lib
-  from gold_jax.policies import MLPPolicy, load_guide
+  from gold_jax.policies import MLPPolicy, load_guide, load_policy
   lines = ['| task | policy | parameters | ms / decision |', '|---|---|---|---|']
   for task in config.tasks:
     seed = config.first_seed
@@ -357,8 +429,8 @@ def latency_report(config: Config, workdir: str) -> str:
     student_dir = _cell_path(workdir, task, seed, 'GOLD(DT-IQL)')
     if _done(dt_dir) is None or _done(student_dir) is None:
       continue
-    guide = load_guide(train_guide.checkpoint_dir(dt_dir))
-    _, info = evaluate.load_policy(student_dir)
+    guide = load_guide(checkpoint_dir(dt_dir, of_run=True))
+    _, info = load_policy(student_dir)
     student = MLPPolicy(info['module'], info['state'], deterministic=True)
     obs = np.zeros((1, info['obs_dim']), np.float32)
     guide.reset(1)
@@ -387,7 +459,9 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_list('methods', list(d.methods), 'Methods (columns).', **kw)
   flags.DEFINE_enum('scale', d.scale, SCALES, 'Budget preset.', **kw)
   flags.DEFINE_integer('first_seed', d.first_seed, 'First seed.', **kw)
-  flags.DEFINE_integer('workers', d.workers, 'Parallel run processes.', **kw)
+  flags.DEFINE_integer('workers', d.workers, 'Parallel run processes (local pool, or the CPUs '
+                       'of a local Ray: workers x cpus_per_run).', **kw)
+  sweep.define_flags(fv)
   flags.DEFINE_bool('report_only', d.report_only, 'Only write the table of finished runs.', **kw)
   flags.DEFINE_bool('dt_cost_token', d.dt_cost_token,
                     'DT guides also condition on the cost-to-go (target: the task\'s kappa).', **kw)
@@ -405,6 +479,7 @@ def main(argv):
   try:
     config = Config(tasks=tuple(f.tasks), seeds=f.seeds, first_seed=f.first_seed,
                     methods=tuple(f.methods), scale=f.scale, workers=f.workers,
+                    **{k: f[k].value for k in sweep.EXECUTOR_FIELDS if k != 'workers'},
                     report_only=f.report_only, dt_cost_token=f.dt_cost_token,
                     iql_lambda=f.iql_lambda)
     run(config, f.workdir)
@@ -413,5 +488,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  launch.run(main, define_flags)

@@ -21,24 +21,25 @@ import os
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
 import numpy as np
 import tqdm
 
-from experiments.collect import (check_same_config, env_options, make_main, save_json,
-                                 validated_config)
 from gold_jax import envs
 from gold_jax import logger as logger_lib
 from gold_jax import parallel
 from gold_jax.agents import bc, dt
 from gold_jax.agents.common import check_finite
-from gold_jax.checkpoints import CheckpointManager
+from gold_jax import launch
+from gold_jax.checkpoints import CheckpointManager, checkpoint_dir
+from gold_jax.launch import check_same_config, env_options, save_json
 from gold_jax.data import segments
 from gold_jax.data.trajectories import TrajectoryDataset
-from gold_jax.evaluation import evaluate
+from gold_jax.errors import DatasetError
+from gold_jax import protocol
+from gold_jax.evaluation import evaluate, evaluate_set
 from gold_jax.networks.gpt import DROPOUT_IMPLS
 from gold_jax.networks.precision import MATMUL_DTYPES
 from gold_jax.policies import load_guide, uncommitted
@@ -69,13 +70,15 @@ class Config:
   target_return: Optional[float] = None  # DT: conditioning return; None: a dataset quantile.
   target_quantile: float = 0.9  # DT: quantile of the episode returns used as target_return.
   target_cost: Optional[float] = None  # DT cost-to-go at t=0 (cost token); None: the task's kappa.
-  eval_episodes: int = 10  # Evaluation episodes after training (0: none).
+  eval_episodes: int = 10  # Final evaluation episodes (gold_jax.protocol; 0: none).
   eval_every: int = 0  # Updates between evaluations during training (0: only at the end).
   log_every: int = 1_000  # Updates between metric rows.
   checkpoint_every: int = 5_000  # Updates between checkpoints.
   max_episode_steps: Optional[int] = None  # Episode length override (tests); None: the task's.
   env_options: Optional[Dict[str, Any]] = None  # Extra `envs.make` options (e.g. MetaDrive's
                                                 # data_dir and scenario range); None: none.
+  eval_env_options: Optional[Dict[str, Any]] = None  # Options of the evaluation env (held-out
+                                                     # scenarios); None: env_options.
   seed: int = 0  # Seeds the learner, the sampling and the evaluation.
   progress: bool = True  # Show a tqdm progress bar.
   tensorboard: bool = True  # Also write TensorBoard events.
@@ -105,11 +108,6 @@ def validate(config: Config) -> None:
     raise ValueError(f'--matmul_dtype must be one of {MATMUL_DTYPES}, got {config.matmul_dtype!r}')
   if config.dropout_impl not in DROPOUT_IMPLS:
     raise ValueError(f'--dropout_impl must be one of {DROPOUT_IMPLS}, got {config.dropout_impl!r}')
-
-
-def checkpoint_dir(workdir: str) -> str:
-  """Where the guide checkpoint lives (the directory `load_guide` and `--guide_ckpt` take)."""
-  return os.path.join(workdir, 'checkpoints')
 
 
 def learner_config(config: Config, max_timestep: int):
@@ -179,10 +177,10 @@ def train(config: Config, workdir: str, module, dataset: TrajectoryDataset, eval
   init = jax.jit(module.init, static_argnums=(1, 2, 3))  # One compilation, not one per op.
   state = init(jax.random.PRNGKey(config.seed), dataset.obs_dim, dataset.act_dim, learner,
                obs_mean, obs_std)
-  manager = CheckpointManager(checkpoint_dir(workdir), max_to_keep=2)
-  resume_step = manager.latest_step()
+  manager = CheckpointManager(checkpoint_dir(workdir, of_run=True), max_to_keep=2)
+  resume_step = manager.latest_intact_step(set_aside=True)
   if resume_step is not None:
-    state = manager.restore(state)
+    state = manager.restore(state, resume_step)
     logging.info('guide: resumed %s at update %d', workdir, int(state.step))
   logger = logger_lib.MetricLogger(workdir, use_tensorboard=config.tensorboard,
                                    resume_step=resume_step)
@@ -236,8 +234,9 @@ def guide_policy(module, state, meta: Dict[str, Any]):
 
 
 def evaluate_guide(module, state, meta, eval_env, config: Config) -> Dict[str, float]:
+  """A curve point: the first `eval_episodes` episodes of the evaluation set (protocol)."""
   return evaluate(guide_policy(module, state, meta), eval_env, max(config.eval_episodes, 1),
-                  seed=1_000_000 + config.seed)
+                  seed=protocol.evaluation_seed(config.seed))
 
 
 def run(config: Config, workdir: str) -> Dict[str, Any]:
@@ -247,7 +246,8 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   dataset = TrajectoryDataset.load(config.dataset)
   task = config.task or dataset.task
   if not task:
-    raise ValueError(f'{config.dataset} records no task: pass --task')
+    raise DatasetError(f'{config.dataset} records no task', hint='pass --task=<the task it was '
+                       'collected on>')
   options = {**(config.env_options or {}), **env_options(config.max_episode_steps)}
   env = envs.make(task, seed=config.seed, **options)
   try:
@@ -267,28 +267,34 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
     meta['target_cost'] = float(spec.cost_threshold if config.target_cost is None
                                 else config.target_cost)
   eval_env = None
+  eval_options = {**(options if config.eval_env_options is None else config.eval_env_options),
+                  **env_options(config.max_episode_steps)}
   if config.eval_episodes or config.eval_every:
     eval_env = envs.make_vec(task, min(max(config.eval_episodes, 1), 10), seed=config.seed,
-                             **options)
+                             **eval_options)
   try:
     start = time.perf_counter()
     state = train(config, workdir, module, dataset, eval_env, meta)
     seconds = time.perf_counter() - start
     summary = {'algo': config.algo, 'task': spec.name, 'updates': int(state.step),
                'train_seconds': seconds, 'num_params': dt.num_params(state.params),
-               'checkpoint': checkpoint_dir(workdir)}
+               'checkpoint': checkpoint_dir(workdir, of_run=True)}
     if config.algo == 'dt':
       summary['target_return'] = meta['target_return']
     if config.eval_episodes:
-      guide = load_guide(checkpoint_dir(workdir))  # The round trip distillation will use.
-      metrics = evaluate(guide, eval_env, config.eval_episodes, seed=1_000_000 + config.seed)
-      summary.update(metrics)
+      guide = load_guide(workdir)  # The round trip distillation will use.
+      length = int(eval_options.get('max_episode_steps', spec.max_episode_steps or 0))
+      eval_set = protocol.for_task(spec.name, length, config.seed, config.eval_episodes,
+                                   eval_options)
+      metrics = evaluate_set(guide, eval_env, eval_set)
+      summary.update(metrics, eval_set=eval_set.id)
+      summary['evaluation/episodes'] = eval_set.episodes
       with logger_lib.MetricLogger(workdir, use_tensorboard=False) as logger:
         logger.write(int(state.step), metrics)
       print(f'{config.algo} guide on {spec.name}: reward {metrics["evaluation/reward_mean"]:.2f}'
             f' ± {metrics["evaluation/reward_std"]:.2f}, cost '
             f'{metrics["evaluation/cost_mean"]:.2f} ± {metrics["evaluation/cost_std"]:.2f} '
-            f'over {config.eval_episodes} episodes'
+            f'over {eval_set.episodes} episodes'
             + (f' (target return {meta["target_return"]:.1f})' if config.algo == 'dt' else ''))
   finally:
     if eval_env is not None:
@@ -339,9 +345,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string('workdir', None, 'Run directory.', **kw)
 
 
-main = make_main(validated_config(Config, validate), run)
+main = launch.make_main(launch.validated_config(Config, validate), run)
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  launch.run(main, define_flags)

@@ -7,22 +7,24 @@ dict, the state and config class names, `obs_dim`/`act_dim` where the state has 
 `extra` JSON-able fields such as the task name). Static fields of the state (the config, the
 optimiser's update functions) are not saved; `restore` takes them from a template built with
 the same config, and refuses a checkpoint whose saved config differs from the template's.
+
+A damaged newest checkpoint (truncated or partly written files) does not stop a run: `restore`
+of the latest step and `latest_intact_step` skip it with a warning and use the previous one.
 """
 
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gold_jax.errors import CheckpointError, CorruptCheckpointError, MissingCheckpointError
+
 _STATE, _META = 'state', 'metadata'
-
-
-class CheckpointError(ValueError):
-  """A checkpoint cannot be read, or does not fit the template it is restored into."""
 
 
 def _config_dict(config) -> Optional[Dict[str, Any]]:
@@ -101,6 +103,22 @@ def _json_dumps(metadata: Dict[str, Any]) -> str:
     raise TypeError(f'checkpoint metadata must be JSON-serialisable: {e}') from e
 
 
+RUN_CHECKPOINTS = 'checkpoints'  # The folder of a run directory that holds its checkpoints.
+
+
+def checkpoint_dir(path, of_run: bool = False) -> str:
+  """The checkpoint directory of `path`: the `checkpoints/` folder of a run directory, else
+  `path` itself, which must exist. With `of_run`, `path` is a run directory that may not have
+  started yet: `path/checkpoints`, as given (not made absolute)."""
+  if of_run:
+    return os.path.join(os.fspath(path), RUN_CHECKPOINTS)
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.isdir(path):
+    raise MissingCheckpointError(f'checkpoint directory {path!r} does not exist')
+  nested = os.path.join(path, RUN_CHECKPOINTS)
+  return nested if os.path.isdir(nested) else path
+
+
 class CheckpointManager:
   """Keeps the last `max_to_keep` checkpoints of a learner state under `directory`.
 
@@ -150,12 +168,44 @@ class CheckpointManager:
     steps = self.all_steps()
     if step is None:
       if not steps:
-        raise FileNotFoundError(f'no checkpoints in {self.directory}')
+        raise MissingCheckpointError(f'no checkpoints in {self.directory}')
       return steps[-1]
     if step not in steps:
-      raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory} '
+      raise MissingCheckpointError(f'no checkpoint for step {step} in {self.directory} '
                               f'(available: {list(steps)})')
     return step
+
+  def verify(self, step: int) -> None:
+    """Raises `CorruptCheckpointError` unless checkpoint `step` reads back whole."""
+    self.read_metadata(step)
+    try:
+      self._manager.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore()}))
+    except Exception as e:  # Orbax and tensorstore raise many types for damaged files.
+      raise CorruptCheckpointError(f'{self.step_dir(step)}: corrupt or truncated checkpoint '
+                                   f'({_brief(e)})') from e
+
+  def latest_intact_step(self, set_aside: bool = False,
+                         check: Optional[Callable[[int], None]] = None) -> Optional[int]:
+    """The newest step that reads back whole (`verify`, then `check(step)` if given), or None.
+
+    Damaged newer steps are skipped with a warning; with `set_aside` (a run about to resume
+    and save again) they are renamed `corrupt-<step>`, kept for inspection but no longer listed.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        self.verify(step)
+        if check is not None:
+          check(step)
+        return step
+      except CorruptCheckpointError as e:
+        self._skip(step, e, set_aside)
+    return None
+
+  def _skip(self, step: int, error: Exception, set_aside: bool) -> None:
+    logging.warning('skipping damaged checkpoint: %s', error)
+    if set_aside:
+      os.replace(self.step_dir(step), os.path.join(self.directory, f'corrupt-{step}'))
+      self._manager.reload()
 
   def read_metadata(self, step: Optional[int] = None) -> Dict[str, Any]:
     """The JSON metadata of checkpoint `step` (the latest by default)."""
@@ -165,18 +215,31 @@ class CheckpointManager:
           **{_META: ocp.args.JsonRestore()}))
       metadata = restored[_META]
     except Exception as e:  # Orbax and tensorstore raise many types for damaged files.
-      raise CheckpointError(f'{self.step_dir(step)}: unreadable checkpoint metadata '
+      raise CorruptCheckpointError(f'{self.step_dir(step)}: unreadable checkpoint metadata '
                             f'({_brief(e)})') from e
     if not isinstance(metadata, dict):
-      raise CheckpointError(f'{self.step_dir(step)}: checkpoint metadata missing or not a dict')
+      raise CorruptCheckpointError(f'{self.step_dir(step)}: checkpoint metadata missing or not '
+                                   'a dict')
     return metadata
 
   def restore(self, template, step: Optional[int] = None):
     """Restores checkpoint `step` (the latest by default) into the structure of `template`.
 
     `template` is a state built by the learner's `init` with the same config; its static
-    fields are kept and every array leaf is replaced by the saved one, bit for bit.
+    fields are kept and every array leaf is replaced by the saved one, bit for bit. Without
+    `step`, a damaged latest checkpoint is skipped (with a warning) for the one before it.
     """
+    if step is not None:
+      return self._restore(template, step)
+    steps = self.all_steps()
+    while len(steps) > 1:
+      try:
+        return self._restore(template, steps[-1])
+      except CorruptCheckpointError as e:
+        self._skip(steps.pop(), e, set_aside=False)
+    return self._restore(template, steps[-1] if steps else None)
+
+  def _restore(self, template, step: Optional[int]):
     step = self._resolve(step)
     path = self.step_dir(step)
     metadata = self.read_metadata(step)
@@ -191,7 +254,8 @@ class CheckpointManager:
       stored = self._manager.item_metadata(step)[_STATE]
       problems = _structure_differences(stored.tree, template)
     except Exception as e:
-      raise CheckpointError(f'{path}: corrupt or truncated checkpoint ({_brief(e)})') from e
+      raise CorruptCheckpointError(f'{path}: corrupt or truncated checkpoint '
+                                   f'({_brief(e)})') from e
     if problems:
       raise CheckpointError(f'{path}: state does not match the template: '
                             + '; '.join(problems))
@@ -199,7 +263,8 @@ class CheckpointManager:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           **{_STATE: ocp.args.StandardRestore(template)}))
     except Exception as e:
-      raise CheckpointError(f'{path}: corrupt or truncated checkpoint ({_brief(e)})') from e
+      raise CorruptCheckpointError(f'{path}: corrupt or truncated checkpoint '
+                                   f'({_brief(e)})') from e
     return restored[_STATE]
 
   def close(self) -> None:
@@ -231,12 +296,12 @@ def load_pytree(path: str, template=None) -> Tuple[Any, Dict[str, Any]]:
   """
   path = os.path.abspath(os.fspath(path))
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'no saved pytree at {path}')
+    raise MissingCheckpointError(f'no saved pytree at {path}')
   try:
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
       restored = checkpointer.restore(path, args=ocp.args.Composite(**{
           _STATE: ocp.args.StandardRestore(template), _META: ocp.args.JsonRestore()}))
   except Exception as e:
-    raise CheckpointError(f'{path}: corrupt or truncated pytree checkpoint '
+    raise CorruptCheckpointError(f'{path}: corrupt or truncated pytree checkpoint '
                           f'({_brief(e)})') from e
   return restored[_STATE], restored[_META]

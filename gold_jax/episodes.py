@@ -149,7 +149,8 @@ def play(policy, env, num_episodes: int, seed: int = 0,
     if scenarios is not None:  # Copies past the last episode replay it again, unkept.
       options = [{'scenario_index': int(scenarios[min(start + i, num_episodes - 1)])}
                  for i in range(n)]
-    obs, _ = env.reset(seed=seed + start, options=options)
+    obs, _ = (env.reset(seed=seed + start) if options is None else
+              env.reset(seed=seed + start, options=options))
     policy.reset(n)
     ids = np.arange(start, start + n)
     rows = [{k: [] for k in STEP_KEYS + tuple(flags) + tuple(info_keys)} for _ in range(count)]

@@ -15,12 +15,12 @@ to write a `jax.export` serialisation of the same function.
 import dataclasses
 import importlib.util
 import json
-import os
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from gold_jax.files import atomic_open
 
 FORMAT = 'gold-jax-mlp-actor-v1'
 
@@ -60,17 +60,8 @@ def actor_of(state) -> Tuple[Any, Optional[np.ndarray], Optional[np.ndarray], st
 
 
 def _atomic_savez(path: str, arrays: Dict[str, np.ndarray]) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.npz')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with atomic_open(path, 'wb') as f:
+    np.savez(f, **arrays)
 
 
 def export_actor(state, path: str, metadata: Optional[Dict[str, Any]] = None) -> str:
@@ -159,12 +150,8 @@ def export_jax(policy: NumpyPolicy, path: str, batch: int = 1) -> str:
   exported = jax.export.export(jax.jit(jax_actor(policy)))(
       jax.ShapeDtypeStruct((batch, policy.obs_dim), np.float32))
   data = exported.serialize()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.jax')
-  with os.fdopen(fd, 'wb') as f:
+  with atomic_open(path, 'wb') as f:
     f.write(data)
-  os.replace(tmp, path)
   return path
 
 

@@ -10,10 +10,11 @@ TensorBoard to hide its events after `s`.
 
 import csv
 import os
-import tempfile
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+
+from gold_jax.files import atomic_open
 
 STEP = 'step'
 
@@ -50,12 +51,10 @@ def _read_rows(path: str) -> Tuple[List[str], List[List[str]]]:
 
 def _write_rows(path: str, header: List[str], rows: List[List[str]]) -> None:
   """Replaces `path` atomically by a CSV with `header`, padding short rows with blanks."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.metrics-', suffix='.tmp')
-  with os.fdopen(fd, 'w', newline='') as f:
+  with atomic_open(path, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows(row + [''] * (len(header) - len(row)) for row in rows)
-  os.replace(tmp, path)
 
 
 def read_csv(path: str) -> Dict[str, np.ndarray]:

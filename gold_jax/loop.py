@@ -12,6 +12,14 @@ This is the only place that steps environments during training. Each collection 
 Every `train_every` env steps the learner makes `k = utd * train_every` updates in one fused
 `update_n` call on `k` batches sampled at once, so the update-to-data ratio is `utd`.
 
+A learner with an adaptive cost multiplier (`learner.adapts_lambda(config)`: SAC-Lagrangian,
+IQL with `adaptive_lambda`) gets λ from measured costs, as PID-Lagrangian implementations do:
+per finished episode the loop records the cost incurred on the student's steps and their number,
+and after an `update_n` call that follows newly finished episodes it calls
+`learner.update_lambda(state, episode_cost)`, where `episode_cost` is the student's cost per own
+step over its last `cost_window` episodes times their mean length. The guide's steps never
+count; an episode the student owns entirely counts with its plain cost.
+
 With `LoopConfig(pipeline='process')` (or `'thread'`) the envs are split into two halves
 (`SafeVecEnv.split`) that take turns: while one half's simulators step on the host thread, the
 guide's forward pass for the other half runs elsewhere (`JSRLPolicy.prefetch`). On a CPU whose
@@ -29,6 +37,7 @@ acts (the student phase) step all envs at once, as without pipelining. Call `clo
 done with a pipelined loop (it stops the worker thread or process).
 """
 
+import collections
 import concurrent.futures
 import dataclasses
 import glob
@@ -36,14 +45,16 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Dict, Optional
+import zipfile
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import jax
 import numpy as np
 
 from gold_jax.agents.common import check_finite
-from gold_jax.checkpoints import CheckpointManager
+from gold_jax.checkpoints import CheckpointManager, checkpoint_dir
 from gold_jax.data.replay import GUIDE, STUDENT, ReplayBuffer
+from gold_jax.errors import CorruptCheckpointError
 from gold_jax.jsrl import JSRLPolicy
 from gold_jax.policies import uncommitted
 from gold_jax.remote import PolicyServer
@@ -61,6 +72,7 @@ class LoopConfig:
   # 'off', or step two halves of the envs in turn with the guide computing for one half while
   # the other steps: in its own 'process' (`gold_jax.remote`) or on a worker 'thread'.
   pipeline: str = 'off'
+  cost_window: int = 5  # Recent episodes whose student cost drives an adaptive λ.
 
   def updates_per_call(self) -> int:
     """`k`: how many updates each `update_n` call makes."""
@@ -81,6 +93,8 @@ class LoopConfig:
       raise ValueError(f'learning_starts must be >= 0, got {self.learning_starts}')
     if self.pipeline not in PIPELINE_MODES:
       raise ValueError(f'pipeline must be one of {PIPELINE_MODES}, got {self.pipeline!r}')
+    if self.cost_window <= 0:
+      raise ValueError(f'cost_window must be positive, got {self.cost_window}')
     if self.pipeline != 'off' and (num_envs < 2 or num_envs % 2):
       raise ValueError(f'pipeline needs an even number of envs (two halves), got {num_envs}')
 
@@ -114,23 +128,42 @@ def episode_success(info: Dict[str, Any], done: np.ndarray) -> np.ndarray:
   return success
 
 
+class Episode(NamedTuple):
+  """A finished training episode; `student_*` count only the steps the student acted."""
+  ret: float
+  cost: float
+  length: int
+  success: bool
+  student_cost: float
+  student_steps: int
+
+
 class EpisodeTracker:
-  """Running return, cost, length and success of `n` parallel episodes; keeps finished ones."""
+  """Running return, cost, length and success of `n` parallel episodes, and the cost and steps
+  of the student's share of them; keeps finished ones."""
 
   def __init__(self, n: int):
-    self.ret, self.cost = np.zeros(n), np.zeros(n)
-    self.length = np.zeros(n, np.int64)
+    self.ret, self.cost, self.student_cost = np.zeros(n), np.zeros(n), np.zeros(n)
+    self.length, self.student_steps = np.zeros(n, np.int64), np.zeros(n, np.int64)
     self.success = np.zeros(n, bool)
-    self.finished = []  # (return, cost, length, success) of each finished episode.
+    self.finished = []  # `Episode`s finished since the last `pop_metrics`.
 
-  def add(self, reward, cost, done, success) -> None:
+  def add(self, reward, cost, done, success, student) -> List[Episode]:
+    """Books one step (`student`: rows where the student acted); returns the episodes it ended."""
     self.ret += reward
     self.cost += cost
     self.length += 1
     self.success |= success
-    for i in np.flatnonzero(done):
-      self.finished.append((self.ret[i], self.cost[i], self.length[i], self.success[i]))
-    self.ret[done], self.cost[done], self.length[done], self.success[done] = 0, 0, 0, False
+    self.student_cost += np.where(student, cost, 0.0)
+    self.student_steps += student
+    ended = [Episode(float(self.ret[i]), float(self.cost[i]), int(self.length[i]),
+                     bool(self.success[i]), float(self.student_cost[i]),
+                     int(self.student_steps[i])) for i in np.flatnonzero(done)]
+    self.finished.extend(ended)
+    for field in (self.ret, self.cost, self.student_cost, self.length, self.student_steps,
+                  self.success):
+      field[done] = 0
+    return ended
 
 
 @dataclasses.dataclass
@@ -187,6 +220,11 @@ class GuidedLoop:
     self.step = 0  # Env steps collected (summed over envs).
     self.num_updates = 0
     self._since_update = 0
+    adapts = getattr(learner, 'adapts_lambda', None)
+    self.adaptive_lambda = bool(adapts and adapts(state.config))
+    # (student cost, student steps, length) of the last `cost_window` episodes with student steps.
+    self.student_episodes = collections.deque(maxlen=config.cost_window)
+    self._new_student_episodes = 0  # Of them, finished since the last λ update.
     self._executor, self._server, self._env_cpus = None, None, None
     if config.pipeline == 'off':
       self.lanes = [_Lane(env, policy, EpisodeTracker(self.num_envs))]
@@ -242,14 +280,19 @@ class GuidedLoop:
     terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
     done = terminated | truncated
     self.buffer.add(obs, action, reward, cost, final_observations(next_obs, done, info),
-                    terminated, source)
+                    terminated, source, done=done)
     success = episode_success(info, done)
     start = 0
     for lane in lanes:
       rows = slice(start, start + lane.env.num_envs)
       start = rows.stop
       lane.policy.observe(action[rows], reward[rows], cost[rows])
-      lane.episodes.add(reward[rows], cost[rows], done[rows], success[rows])
+      for episode in lane.episodes.add(reward[rows], cost[rows], done[rows], success[rows],
+                                       source[rows] == STUDENT):
+        if episode.student_steps:
+          self.student_episodes.append(
+              (episode.student_cost, episode.student_steps, episode.length))
+          self._new_student_episodes += 1
       if done[rows].any():
         lane.policy.restart(done[rows])
       lane.obs = next_obs[rows]
@@ -297,9 +340,13 @@ class GuidedLoop:
             and len(self.buffer) >= self.config.batch_size)
 
   def train(self) -> None:
-    """`k = utd * train_every` fused updates on `k` freshly sampled batches."""
+    """`k = utd * train_every` fused updates on `k` freshly sampled batches (n-step ones when
+    the learner's config asks for `n_step` > 1, discounted by its `discount`)."""
     k = self.config.updates_per_call()
-    batches = self.buffer.sample_stacked(k, self.config.batch_size, self.rng)
+    learner_config = getattr(self.state, 'config', None)
+    batches = self.buffer.sample_stacked(
+        k, self.config.batch_size, self.rng, n_step=getattr(learner_config, 'n_step', 1),
+        discount=getattr(learner_config, 'discount', 1.0), stride=self.num_envs)
     self.state, metrics = self.learner.update_n(self.state, batches)
     self.student.state = self.state
     metrics = jax.device_get(metrics)
@@ -308,6 +355,22 @@ class GuidedLoop:
     for name, value in metrics.items():
       self._window['sums'][name] = self._window['sums'].get(name, 0.0) + float(value)
     self._window['train_calls'] += 1
+    if self.adaptive_lambda and self._new_student_episodes:
+      self.update_lambda()
+
+  def student_episode_cost(self) -> float:
+    """The student's cost per own step over its recent episodes times their mean length."""
+    cost, steps, length = np.asarray(self.student_episodes, np.float64).sum(0)
+    return float(cost / steps * length / len(self.student_episodes))
+
+  def update_lambda(self) -> None:
+    """Steps the learner's λ on `student_episode_cost()` (`learner.update_lambda`)."""
+    episode_cost = self.student_episode_cost()
+    self.state, info = self.learner.update_lambda(self.state, np.float32(episode_cost))
+    self.student.state = self.state
+    self._new_student_episodes = 0
+    self._window['lambda'] = {'training/student_episode_cost': episode_cost,
+                              **{k: float(v) for k, v in jax.device_get(info).items()}}
 
   def run(self, until_step: int, progress=None,
           should_stop: Optional[Callable[[], bool]] = None) -> None:
@@ -362,12 +425,13 @@ class GuidedLoop:
 
   def _reset_window(self) -> None:
     self._window = {'env_steps': 0, 'guide_steps': 0, 'sums': {}, 'train_calls': 0,
-                    'time': time.perf_counter()}
+                    'lambda': {}, 'time': time.perf_counter()}
 
   def pop_metrics(self) -> Dict[str, float]:
     """Training metrics since the last call: update means, episodes, guide share, speed."""
     w = self._window
     metrics = {name: total / w['train_calls'] for name, total in w['sums'].items()}
+    metrics.update(w['lambda'])  # The last λ update's inputs.
     steps = max(w['env_steps'], 1)
     metrics['training/guide_share'] = w['guide_steps'] / steps
     metrics['training/student_share'] = 1.0 - w['guide_steps'] / steps
@@ -381,7 +445,7 @@ class GuidedLoop:
       metrics['training/horizon'] = 0.0
     finished = [episode for lane in self.lanes for episode in lane.episodes.finished]
     if finished:
-      ret, cost, length, success = map(np.asarray, zip(*finished))
+      ret, cost, length, success = map(np.asarray, list(zip(*finished))[:4])
       metrics['training/episode_return'] = float(ret.mean())
       metrics['training/episode_cost'] = float(cost.mean())
       metrics['training/episode_length'] = float(length.mean())
@@ -402,6 +466,8 @@ class GuidedLoop:
         'policy_rng': [lane.policy.rng.bit_generator.state for lane in self.lanes],
         'student_key': None if student_key is None else np.asarray(student_key).tolist(),
         'schedule': None if self.schedule is None else self.schedule.state_dict(),
+        'student_episodes': [list(e) for e in self.student_episodes],
+        'new_student_episodes': self._new_student_episodes,
     }
 
   def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -420,6 +486,9 @@ class GuidedLoop:
       self.student.key = jax.numpy.asarray(state['student_key'], jax.numpy.uint32)
     if self.schedule is not None:
       self.schedule.load_state_dict(state['schedule'])
+    self.student_episodes.clear()
+    self.student_episodes.extend(tuple(e) for e in state.get('student_episodes', ()))
+    self._new_student_episodes = int(state.get('new_student_episodes', 0))
     for lane in self.lanes:
       lane.policy.reset(lane.env.num_envs)  # Drops a guide step prefetched before the restore.
       lane.obs = None
@@ -434,7 +503,7 @@ class LoopCheckpoints:
   """
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
-    self.directory = os.path.join(workdir, 'checkpoints')
+    self.directory = checkpoint_dir(workdir, of_run=True)
     self.manager = CheckpointManager(self.directory, max_to_keep=max_to_keep)
 
   def _replay_path(self, step: int) -> str:
@@ -450,10 +519,21 @@ class LoopCheckpoints:
         os.remove(path)
 
   def latest_step(self) -> Optional[int]:
-    return self.manager.latest_step()
+    """The newest step whose checkpoint and buffer read back whole; damaged newer ones are
+    set aside with a warning (`CheckpointManager.latest_intact_step`)."""
+    return self.manager.latest_intact_step(set_aside=True, check=self._check_replay)
+
+  def _check_replay(self, step: int) -> None:
+    try:
+      with zipfile.ZipFile(self._replay_path(step)) as archive:
+        bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as e:
+      raise CorruptCheckpointError(f'{self._replay_path(step)}: unreadable ({e})') from e
+    if bad is not None:
+      raise CorruptCheckpointError(f'{self._replay_path(step)}: corrupt entry {bad}')
 
   def restore(self, runner: GuidedLoop) -> Dict[str, Any]:
-    """Puts the latest checkpoint into `runner`; returns the `extra` saved with it."""
+    """Puts the latest intact checkpoint into `runner`; returns the `extra` saved with it."""
     step = self.latest_step()
     runner.state = uncommitted(self.manager.restore(runner.state, step))
     runner.student.state = runner.state

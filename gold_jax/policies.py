@@ -10,20 +10,22 @@ actions `(n, act_dim)` float32 numpy arrays in [-1, 1]:
 
 Stateless policies ignore `observe`; the Decision Transformer records the executed action in
 its context and lowers its return-to-go. `load_guide(directory)` rebuilds a guide policy from a
-checkpoint written by `experiments/train_guide.py`.
+checkpoint written by `experiments/train_guide.py`; `load_policy(path)` rebuilds any saved
+policy (guide, student or expert) and `restore_learner(path)` any learner state.
 """
 
 import dataclasses
 import functools
 import importlib
 import os
-from typing import Any, Dict, Optional, Protocol
+from typing import Any, Dict, Optional, Protocol, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gold_jax.agents import common, dt
+from gold_jax.errors import CheckpointError
 
 
 class Policy(Protocol):
@@ -202,40 +204,40 @@ class RandomPolicy:
 GUIDE_ALGOS = ('dt', 'bc')
 
 
-def _config_from_dict(config_cls, values: Dict[str, Any]):
-  """Rebuilds a frozen learner config from its JSON form (JSON lists back to tuples)."""
-  fields = {f.name for f in dataclasses.fields(config_cls)}
-  unknown = sorted(set(values) - fields)
+def config_from_dict(cls, values: Dict[str, Any], default=None):
+  """A (possibly nested) frozen config from its JSON form; JSON lists become tuples."""
+  default = cls() if default is None else default
+  unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
   if unknown:
-    raise ValueError(f'guide checkpoint config has fields {unknown} unknown to '
-                     f'{config_cls.__module__}.Config')
-  return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def guide_checkpoint_dir(directory: str) -> str:
-  """`directory` itself, or its `checkpoints/` folder when given a train_guide run directory."""
-  nested = os.path.join(directory, 'checkpoints')
-  return nested if os.path.isdir(nested) else directory
+    raise CheckpointError(f'checkpoint config has fields {unknown} unknown to '
+                          f'{cls.__module__}.{cls.__qualname__}')
+  kwargs = {}
+  for name, value in values.items():
+    current = getattr(default, name)
+    if dataclasses.is_dataclass(current) and isinstance(value, dict):
+      value = config_from_dict(type(current), value, current)
+    elif isinstance(value, list):
+      value = tuple(value)
+    kwargs[name] = value
+  return cls(**kwargs)
 
 
 def read_guide_metadata(directory: str) -> Dict[str, Any]:
   """The metadata of the latest guide checkpoint in `directory` (see `load_guide`)."""
-  from gold_jax.checkpoints import CheckpointManager  # pylint: disable=g-import-not-at-top
-  directory = guide_checkpoint_dir(directory)
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f'guide checkpoint directory {directory!r} does not exist')
-  with CheckpointManager(directory, max_to_keep=None) as manager:
+  from gold_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  directory = checkpoints.checkpoint_dir(directory)
+  with checkpoints.CheckpointManager(directory, max_to_keep=None) as manager:
     metadata = manager.read_metadata()
   guide = dict(metadata.get('extra', {}))
   guide.setdefault('config', metadata.get('config'))
   missing = [k for k in ('algo', 'task', 'obs_dim', 'act_dim', 'config') if guide.get(k) is None]
   if missing:
-    raise ValueError(f'{directory}: not a guide checkpoint, metadata lacks {missing}')
+    raise CheckpointError(f'{directory}: not a guide checkpoint, metadata lacks {missing}')
   if guide['algo'] not in GUIDE_ALGOS:
-    raise ValueError(f'{directory}: guide algo must be one of {GUIDE_ALGOS}, got '
-                     f'{guide["algo"]!r}')
+    raise CheckpointError(f'{directory}: guide algo must be one of {GUIDE_ALGOS}, got '
+                          f'{guide["algo"]!r}')
   if guide['algo'] == 'dt' and guide.get('target_return') is None:
-    raise ValueError(f'{directory}: a Decision Transformer guide needs "target_return"')
+    raise CheckpointError(f'{directory}: a Decision Transformer guide needs "target_return"')
   return guide
 
 
@@ -259,16 +261,89 @@ def load_guide(directory: str, target_return: Optional[float] = None) -> Policy:
   becomes a `DTPolicy` (`target_return` overrides the saved one), a BC guide an `MLPPolicy`.
   """
   from gold_jax.agents import bc  # pylint: disable=g-import-not-at-top
-  from gold_jax.checkpoints import CheckpointManager  # pylint: disable=g-import-not-at-top
-  directory = guide_checkpoint_dir(directory)
+  from gold_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  directory = checkpoints.checkpoint_dir(directory)
   guide = read_guide_metadata(directory)
   module = dt if guide['algo'] == 'dt' else bc
-  config = _config_from_dict(module.Config, guide['config'])
+  config = config_from_dict(module.Config, guide['config'])
   template = init_state(module, jax.random.PRNGKey(0), guide['obs_dim'], guide['act_dim'],
                         config)
-  with CheckpointManager(directory, max_to_keep=None) as manager:
+  with checkpoints.CheckpointManager(directory, max_to_keep=None) as manager:
     state = uncommitted(manager.restore(template))
   if guide['algo'] == 'bc':
     return MLPPolicy(bc, state, deterministic=True)
   target = guide['target_return'] if target_return is None else target_return
   return DTPolicy(state, target, guide.get('target_cost', 0.0))
+
+
+# -- Any learner checkpoint ------------------------------------------------------------------
+
+
+def restore_learner(path: str) -> Tuple[Any, Any, Dict[str, Any]]:
+  """`(learner module, state, metadata)` of the latest checkpoint in `path` (any learner).
+
+  The learner is the module of the saved config class (`gold_jax.agents.<name>`); the
+  template is built with the saved config and sizes, so no flag has to repeat them.
+  """
+  from gold_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  directory = checkpoints.checkpoint_dir(path)
+  with checkpoints.CheckpointManager(directory, max_to_keep=None) as manager:
+    metadata = manager.read_metadata()
+    config_class = metadata.get('config_class', '')
+    module_name, _, class_name = config_class.rpartition('.')
+    if not module_name.startswith('gold_jax.agents.'):
+      raise CheckpointError(f'{directory}: not a gold-jax learner checkpoint (config class '
+                            f'{config_class!r})')
+    module = importlib.import_module(module_name)
+    config = config_from_dict(getattr(module, class_name), metadata['config'])
+    extra = metadata.get('extra', {})
+    obs_dim = metadata.get('obs_dim', extra.get('obs_dim'))
+    act_dim = metadata.get('act_dim', extra.get('act_dim'))
+    if obs_dim is None or act_dim is None:
+      raise CheckpointError(f'{directory}: checkpoint records no obs_dim/act_dim')
+    template = init_state(module, jax.random.PRNGKey(0), obs_dim, act_dim, config)
+    state = uncommitted(manager.restore(template))
+  metadata = dict(metadata, obs_dim=int(obs_dim), act_dim=int(act_dim),
+                  learner=module_name.rsplit('.', 1)[-1])
+  return module, state, metadata
+
+
+def recorded_task(path: str, metadata: Dict[str, Any]) -> str:
+  """The task saved with a checkpoint, or in its run's config.json; '' when unknown."""
+  from gold_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from gold_jax.files import read_json  # pylint: disable=g-import-not-at-top
+  task = metadata.get('extra', {}).get('task') or metadata.get('task')
+  if task:
+    return task
+  directory = checkpoints.checkpoint_dir(path)
+  for run_dir in (os.path.dirname(directory), directory):
+    config = read_json(os.path.join(run_dir, 'config.json'))
+    if config and config.get('task'):
+      return config['task']
+  return ''
+
+
+def load_policy(path: str, target_return: Optional[float] = None):
+  """`(policy, info)` for any checkpoint: a guide through `load_guide`, else an MLP learner.
+
+  `info` holds `kind` ('guide' or 'learner'), `algo`, `task` ('' if unknown), `obs_dim`,
+  `act_dim`, and for MLP learners `module` and `state`.
+  """
+  from gold_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  directory = checkpoints.checkpoint_dir(path)
+  try:
+    guide = read_guide_metadata(directory)
+  except CheckpointError:
+    guide = None
+  if guide is not None:
+    policy = load_guide(directory, target_return)
+    info = {'kind': 'guide', 'algo': guide['algo'], 'task': guide['task'],
+            'obs_dim': int(guide['obs_dim']), 'act_dim': int(guide['act_dim'])}
+    if guide['algo'] == 'bc':
+      info.update(module=policy.module, state=policy.state)
+    return policy, info
+  module, state, metadata = restore_learner(directory)
+  info = {'kind': 'learner', 'algo': metadata['learner'], 'task': recorded_task(path, metadata),
+          'obs_dim': metadata['obs_dim'], 'act_dim': metadata['act_dim'], 'module': module,
+          'state': state}
+  return MLPPolicy(module, state, deterministic=True), info

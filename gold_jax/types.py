@@ -21,3 +21,18 @@ class Transition(NamedTuple):
   cost: jax.Array
   next_obs: jax.Array
   terminated: jax.Array
+
+
+class NStepTransition(NamedTuple):
+  """A `Transition` summed over up to n steps of one episode (`ReplayBuffer.sample_stacked`
+  with `n_step` > 1): `reward` and `cost` are Σ_{i<k} γ^i r_{t+i} over the k <= n steps taken
+  (fewer where the episode ends or the stored data does), `next_obs` and `terminated` are those
+  of step t+k−1, and `discount` is γ^k, so targets bootstrap with `discount * (1 - terminated)`.
+  """
+  obs: jax.Array
+  action: jax.Array
+  reward: jax.Array
+  cost: jax.Array
+  next_obs: jax.Array
+  terminated: jax.Array
+  discount: jax.Array

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up: creates .venv and installs gold-jax with every simulator.
+# Idempotent set-up: creates .venv and installs gold-jax with every simulator and Ray (the
+# `ray` extra: sweeps on a cluster).
 # GPU: after this, run `.venv/bin/pip install -U "jax[cuda12]==0.10.2"` (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."

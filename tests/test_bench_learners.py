@@ -6,10 +6,10 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
 
 from experiments import bench_learners
 from gold_jax.agents import dt
+from launcher_checks import parsed_flags
 
 TINY = dict(batch=8, hidden=16, k=2, reps=2, dt_batch=4, matmul_sizes=(64,), matmul_reps=2,
             latency_calls=5, dt_config='embed_dim=16,num_layers=1,mlp_dim=32,context_len=4')
@@ -65,10 +65,7 @@ def test_main_parses_flags(tmp_path, capsys):
   out = tmp_path / 'main.json'
   argv = ['bench', '--learners=nope', '--matmul_sizes=32,16', '--matmul_reps=1',
           f'--json_out={out}']
-  flags.FLAGS(argv)
-  try:
+  with parsed_flags(bench_learners.define_flags, argv):
     bench_learners.main(argv[:1])
-  finally:
-    flags.FLAGS.unparse_flags()
   assert 'matmul f32 (before): 32x32' in capsys.readouterr().out
   assert json.loads(out.read_text())['setup']['k'] == 20

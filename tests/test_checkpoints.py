@@ -17,6 +17,7 @@ import pytest
 from flax.training import train_state
 
 from gold_jax import checkpoints
+from gold_jax import errors
 from gold_jax.checkpoints import CheckpointError, CheckpointManager
 
 # After a failed read of a truncated file, orbax leaves a callback on a closed asyncio loop
@@ -200,6 +201,58 @@ def test_corrupt_metadata_raises_naming_path(tmp_path):
     f.write('{"step": 2, "conf')
   with pytest.raises(CheckpointError, match=f'{tmp_path / "2"}: unreadable checkpoint metadata'):
     manager.restore(_init(jax.random.key(0)))
+
+
+def _truncate_arrays(step_dir) -> None:
+  data_files = glob.glob(os.path.join(step_dir, 'state', '**', 'd', '*'), recursive=True)
+  assert data_files
+  for name in data_files:
+    with open(name, 'r+b') as f:
+      f.truncate(os.path.getsize(name) // 2)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+  manager = CheckpointManager(tmp_path)
+  older, newer = _trained(steps=1), _trained(steps=2)
+  manager.save(1, older)
+  manager.save(2, newer)
+  _truncate_arrays(tmp_path / '2')
+  with caplog.at_level('WARNING'):
+    restored = manager.restore(_init(jax.random.key(0)))
+  _assert_bitwise_equal(restored, older)
+  assert any(f'{tmp_path / "2"}: corrupt or truncated' in r.getMessage() for r in caplog.records)
+  with pytest.raises(errors.CorruptCheckpointError):
+    manager.restore(_init(jax.random.key(0)), step=2)  # An explicit step never falls back.
+  # Reading does not touch the directory; a resuming run sets the damaged step aside.
+  assert manager.all_steps() == [1, 2] and manager.latest_intact_step() == 1
+  assert manager.latest_intact_step(set_aside=True) == 1
+  assert manager.all_steps() == [1] and (tmp_path / 'corrupt-2').is_dir()
+  manager.save(2, newer)  # The step can be written again.
+  _assert_bitwise_equal(manager.restore(_init(jax.random.key(0))), newer)
+
+
+def test_extra_check_and_nothing_intact(tmp_path):
+  manager = CheckpointManager(tmp_path)
+  manager.save(1, _trained(steps=1))
+  manager.save(2, _trained(steps=2))
+
+  def check(step):
+    if step == 2:
+      raise errors.CorruptCheckpointError('replay of step 2 is damaged')
+
+  assert manager.latest_intact_step(check=check) == 1
+  _truncate_arrays(tmp_path / '1')
+  assert manager.latest_intact_step(check=check) is None
+
+
+def test_checkpoint_dir_of_runs_and_checkpoint_directories(tmp_path):
+  run = tmp_path / 'run'
+  assert checkpoints.checkpoint_dir(run, of_run=True) == os.path.join(run, 'checkpoints')
+  with pytest.raises(FileNotFoundError, match='does not exist'):
+    checkpoints.checkpoint_dir(run)
+  (run / 'checkpoints').mkdir(parents=True)
+  assert checkpoints.checkpoint_dir(run) == str(run / 'checkpoints')
+  assert checkpoints.checkpoint_dir(run / 'checkpoints') == str(run / 'checkpoints')
 
 
 def test_save_and_load_pytree(tmp_path):

@@ -77,8 +77,11 @@ def _check_run(workdir, config, summary):
   np.testing.assert_allclose(meta['episode_costs'], dataset.episode_costs(), rtol=1e-6)
   assert sum(meta['noisy']) == 1
   clean = ~np.asarray(meta['noisy'])
-  np.testing.assert_allclose(summary['expert_reward_mean'],
+  np.testing.assert_allclose(summary['demonstration_reward_mean'],
                              dataset.episode_returns()[clean].mean(), rtol=1e-6)
+  # The kept expert's figures come from the evaluation episodes.
+  assert summary['expert_eval_episodes'] == config.final_episodes
+  assert summary['expert_safe'] == (summary['expert_cost_mean'] <= summary['cost_limit'])
   assert (meta['obs_dim'], meta['act_dim']) == (dataset.obs_dim, dataset.act_dim)
   with CheckpointManager(os.path.join(workdir, 'checkpoints')) as manager:
     assert manager.latest_step() == config.expert_steps
@@ -91,7 +94,7 @@ def test_collect_bullet_end_to_end_and_resume(tmp_path, capsys):
   config = _tiny()
   workdir = str(tmp_path / 'expert')
   summary = collect.run(config, workdir)
-  assert 'expert on Car-Circle: reward' in capsys.readouterr().out
+  assert 'expert on Car-Circle (env step 60): reward' in capsys.readouterr().out
   first = _check_run(workdir, config, summary)
   rows = open(os.path.join(workdir, 'metrics.csv')).read().splitlines()
   assert rows[0].startswith('step,') and 'loss/critic' in rows[0]
@@ -124,3 +127,57 @@ def test_collect_safety_gymnasium_npz(tmp_path):
   with envs.make('Point-Goal') as env:
     assert dataset.obs_dim == env.obs_dim
   assert summary['lambda'] == pytest.approx(1.0)  # sac_shaped keeps lambda fixed.
+
+
+def test_rank_prefers_safe_experts_by_reward_then_low_cost():
+  def v(reward, cost):
+    return {'validation/reward_mean': reward, 'validation/cost_mean': cost}
+  kappa = 10.0
+  ranked = sorted([v(50, 11), v(30, 10), v(40, 2), v(90, 40), v(0, 0)],
+                  key=lambda x: collect._rank(x, kappa), reverse=True)
+  assert ranked == [v(40, 2), v(30, 10), v(0, 0), v(50, 11), v(90, 40)]
+
+
+def _scripted_evaluate(validations, final):
+  """A stand-in for `evaluate`: validation calls return `validations` in turn, the final
+  evaluation (prefix 'expert_') returns `final`; both as (reward, cost)."""
+  calls = []
+
+  def fake(policy, env, num_episodes, seed=0, prefix='evaluation/'):
+    calls.append((prefix, seed, num_episodes))
+    reward, cost = final if prefix == 'expert_' else validations[len(calls) - 1]
+    return {prefix + 'reward_mean': reward, prefix + 'reward_std': 0.0,
+            prefix + 'cost_mean': cost, prefix + 'cost_std': 0.0,
+            prefix + 'episode_length': 20.0}
+
+  return fake, calls
+
+
+@pytest.mark.parametrize('validations, kept, safe', [
+    ([(5.0, 0.0), (9.0, 50.0), (7.0, 0.5)], 90, True),   # Best safe reward, not the last.
+    ([(5.0, 3.0), (9.0, 2.5), (7.0, 4.0)], 60, False),   # None within kappa: the lowest cost.
+])
+def test_collect_keeps_the_best_safe_expert_and_warns_when_unsafe(
+    tmp_path, capsys, monkeypatch, validations, kept, safe):
+  from gold_jax import protocol
+  final = (6.0, 0.5) if safe else (6.0, 3.0)
+  fake, calls = _scripted_evaluate(validations, final)
+  monkeypatch.setattr(collect, 'evaluate', fake)
+  config = _tiny(expert_steps=90, eval_every=30, cost_limit=1.0, eval_episodes=4,
+                 final_episodes=12)
+  workdir = str(tmp_path / 'expert')
+  summary = collect.run(config, workdir)
+  out = capsys.readouterr().out
+  assert calls == [('validation/', protocol.validation_seed(0), 4)] * 3 + [
+      ('expert_', protocol.evaluation_seed(0), 12)]
+  assert summary['expert_checkpoint_step'] == kept
+  assert summary['expert_validation_reward_mean'] == validations[kept // 30 - 1][0]
+  assert (summary['expert_reward_mean'], summary['expert_cost_mean']) == final
+  assert summary['expert_safe'] is safe
+  assert ('WARNING' in out) is (not safe)
+  with CheckpointManager(collect.best_expert_dir(workdir)) as manager:
+    assert manager.all_steps() == [kept]
+    extra = manager.read_metadata()['extra']
+  assert extra['validation']['validation/reward_mean'] == validations[kept // 30 - 1][0]
+  saved = json.load(open(os.path.join(workdir, 'summary.json')))
+  assert saved['expert_safe'] is safe and saved['expert_checkpoint_step'] == kept

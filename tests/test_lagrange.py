@@ -19,12 +19,29 @@ def _run(multiplier, estimates, limit, config):
 
 
 def test_discounted_cost_limit():
-  # κ = 25 per 1000-step episode at γ = 0.99: (25 / 1000) / 0.01 = 2.5.
-  assert lagrange.discounted_cost_limit(25.0, 1000, 0.99) == pytest.approx(2.5)
-  with pytest.raises(ValueError):
-    lagrange.discounted_cost_limit(-1.0, 1000, 0.99)
-  with pytest.raises(ValueError):
-    lagrange.discounted_cost_limit(1.0, 1000, 1.0)
+  # κ (1 − γ^T) / ((1 − γ) T): κ = 25 per 1000-step episode at γ = 0.99.
+  expected = 25.0 * (1 - 0.99**1000) / (0.01 * 1000)
+  assert lagrange.discounted_cost_limit(25.0, 1000, 0.99) == pytest.approx(expected)
+  assert expected == pytest.approx(2.5, rel=1e-4)  # γ^T ≈ 4e-5: close to κ / (T (1 − γ)).
+  # Short episodes: (κ / T) Σ_{t<T} γ^t by hand.
+  assert lagrange.discounted_cost_limit(10.0, 3, 0.5) == pytest.approx(10.0 / 3 * 1.75)
+  # T = 1 and γ = 1 leave κ itself; γ → 1 tends to it continuously.
+  assert lagrange.discounted_cost_limit(7.0, 1, 0.9) == pytest.approx(7.0)
+  assert lagrange.discounted_cost_limit(7.0, 300, 1.0) == 7.0
+  assert lagrange.discounted_cost_limit(7.0, 300, 1 - 1e-7) == pytest.approx(7.0, rel=1e-4)
+  assert lagrange.discounted_cost_limit(7.0, 300, 0.0) == pytest.approx(7.0 / 300)
+  # A traced budget (a schedule inside jit) passes through.
+  traced = jax.jit(lambda k: lagrange.discounted_cost_limit(k, 10, 0.5))(jnp.float32(4.0))
+  np.testing.assert_allclose(traced, 4.0 * (1 - 0.5**10) / 5, rtol=1e-6)
+  for bad in ((-1.0, 1000, 0.99), (1.0, 0, 0.99), (1.0, 10, 1.5), (1.0, 10, -0.1)):
+    with pytest.raises(ValueError):
+      lagrange.discounted_cost_limit(*bad)
+
+
+def test_cvpo_uses_the_same_threshold():
+  from gold_jax.agents import cvpo_ops
+  assert cvpo_ops.episode_cost_to_q(25.0, 0.99, 1000) == lagrange.discounted_cost_limit(
+      25.0, 1000, 0.99)
 
 
 def test_init_validates():
@@ -71,3 +88,13 @@ def test_pid_hand_computed():
   # The upper clip holds.
   m, _ = lagrange.update(m, jnp.float32(1000.0), 1.0, config)
   np.testing.assert_allclose(m.value, 10.0)
+
+
+@pytest.mark.parametrize('method', ['lagrange', 'pid'])
+def test_max_error_bounds_the_step_after_a_cost_burst(method):
+  config = lagrange.Config(method=method, lr=0.1, kp=0.1, ki=0.1, kd=0.0)
+  clipped, metrics = lagrange.update(lagrange.init(0.0, config), jnp.float32(100.0), 1.0, config,
+                                     max_error=2.0)
+  same, _ = lagrange.update(lagrange.init(0.0, config), jnp.float32(3.0), 1.0, config)
+  np.testing.assert_allclose(metrics['training/lambda_cost_error'], 2.0)
+  np.testing.assert_allclose(clipped.value, same.value)

@@ -1,5 +1,7 @@
-"""The training loop: labelled sources, terminated vs truncated, UTD and its saved state."""
+"""The training loop: labelled sources, terminated vs truncated, UTD, its saved state and the
+adaptive λ fed with the student's measured cost."""
 
+import json
 import types
 
 import chex
@@ -285,3 +287,111 @@ def test_pipeline_needs_an_even_number_of_envs():
   with pytest.raises(ValueError, match='split'):
     _make_loop(env, 1, config=loop.LoopConfig(train_every=4, batch_size=2, learning_starts=0,
                                               pipeline='thread'))
+
+
+# -- adaptive λ from the student's measured cost ------------------------------------------------
+
+
+class CostAtEnv(FakeVecEnv):
+  """FakeVecEnv whose cost is 1 exactly at the timesteps in `costly` (a set)."""
+
+  def __init__(self, lengths, costly):
+    super().__init__(lengths, terminates=[False] * len(lengths))
+    self.costly = costly
+
+  def step(self, action):
+    t = self.t.copy()
+    result = list(super().step(action))
+    result[2] = np.isin(t, list(self.costly)).astype(np.float64)
+    return tuple(result)
+
+
+class LambdaLearner(CountingLearner):
+  """A learner stand-in that adapts λ: records the episode costs `update_lambda` gets."""
+
+  def __init__(self):
+    super().__init__()
+    self.episode_costs = []
+
+  @staticmethod
+  def adapts_lambda(config):
+    return config == 'adaptive'
+
+  def update_n(self, state, batches):
+    self.calls.append(batches.obs.shape)
+    return state, {'loss/fake': jnp.mean(batches.reward)}
+
+  def update_lambda(self, state, episode_cost):
+    self.episode_costs.append(float(episode_cost))
+    return state, {'training/lambda_cost_error': jnp.float32(episode_cost)}
+
+
+def _lambda_loop(env, horizon, learner, state=types.SimpleNamespace(config='adaptive'),
+                 cost_window=5):
+  config = loop.LoopConfig(train_every=env.num_envs, batch_size=1, learning_starts=0,
+                           cost_window=cost_window)
+  student = ConstantPolicy(-1.0)
+  policy = jsrl.JSRLPolicy(ConstantPolicy(1.0), student, horizon)
+  return loop.GuidedLoop(env, policy, student, learner, state,
+                         ReplayBuffer(obs_dim=3, act_dim=2, capacity=1000), None, config)
+
+
+def test_lambda_sees_the_students_own_cost_scaled_to_the_episode():
+  # 5-step episodes, guide at t = 0, 1; cost at t = 0 (guide), 2 and 4 (student): the student
+  # pays 2 over its 3 steps, i.e. 2/3 per step, 10/3 per 5-step episode; the guide's cost and
+  # the episode's own cost (3) do not count.
+  learner = LambdaLearner()
+  runner = _lambda_loop(CostAtEnv([5], {0, 2, 4}), horizon=2, learner=learner)
+  runner.run(until_step=5 * 4)
+  assert len(learner.episode_costs) == 4  # Once per finished episode (one env), after an update.
+  np.testing.assert_allclose(learner.episode_costs, 10 / 3, rtol=1e-6)
+  metrics = runner.pop_metrics()
+  assert metrics['training/episode_cost'] == 3.0
+  assert metrics['training/student_episode_cost'] == pytest.approx(10 / 3)
+  assert metrics['training/lambda_cost_error'] == pytest.approx(10 / 3)
+  # The window keeps the last `cost_window` episodes; the state dict carries it (JSON) for resume.
+  saved = json.loads(json.dumps(runner.state_dict()))
+  other = _lambda_loop(CostAtEnv([5], {0, 2, 4}), horizon=2, learner=LambdaLearner())
+  other.load_state_dict(saved)
+  assert list(other.student_episodes) == list(runner.student_episodes) == [(2.0, 3, 5)] * 4
+
+
+def test_lambda_window_averages_cost_rates_over_recent_episodes():
+  learner = LambdaLearner()
+  runner = _lambda_loop(CostAtEnv([4, 6], {1}), horizon=0, learner=learner, cost_window=2)
+  runner.run(until_step=2 * 12)
+  # Episodes of 4 and 6 steps, each with cost 1; the window holds the last two finished ones:
+  # rate (1 + 1) / (l1 + l2) times their mean length (l1 + l2) / 2 = 1.
+  np.testing.assert_allclose(learner.episode_costs, 1.0, rtol=1e-6)
+
+
+def test_no_lambda_update_without_student_steps_or_an_adaptive_learner():
+  learner = LambdaLearner()
+  runner = _lambda_loop(CostAtEnv([3], {0, 1, 2}), horizon=3, learner=learner)  # Guide only.
+  runner.run(until_step=12)
+  assert learner.episode_costs == [] and len(learner.calls) == 12
+  fixed = LambdaLearner()
+  runner = _lambda_loop(CostAtEnv([3], {0}), horizon=0, learner=fixed,
+                        state=types.SimpleNamespace(config='fixed'))
+  runner.run(until_step=12)
+  assert fixed.episode_costs == [] and not runner.adaptive_lambda
+
+
+@pytest.mark.parametrize('method', ['lagrange', 'pid'])
+def test_iql_lambda_tracks_the_student_not_the_guide(method):
+  import jax
+  from gold_jax.agents import iql
+  config = iql.Config(hidden_dims=(8, 8), adaptive_lambda=True, cost_coef=0.5, cost_limit=1.0,
+                      lambda_method=method, lambda_lr=0.1, pid_kp=0.1, pid_ki=0.1, pid_kd=0.0)
+  state = iql.init(jax.random.PRNGKey(0), 3, 2, config)
+  # The guide (t = 0, 1) pays 2 per episode, twice κ = 1; the student (t >= 2) pays nothing.
+  runner = _lambda_loop(CostAtEnv([6], {0, 1}), horizon=2, learner=iql, state=state)
+  runner.run(until_step=6 * 15)
+  assert runner.pop_metrics()['training/episode_cost'] == 2.0
+  assert float(iql.current_lambda(runner.state)) == 0.0
+  # Now the student pays 2 per episode of its own (t = 3, 4): λ rises above its start.
+  runner.env.costly = {3, 4}
+  runner.run(until_step=6 * 45)
+  metrics = runner.pop_metrics()
+  assert metrics['training/student_episode_cost'] == pytest.approx(3.0)  # 2 in 4 steps, × 6.
+  assert float(iql.current_lambda(runner.state)) > 1.0

@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip('metadrive')
 
+from gold_jax import errors  # pylint: disable=wrong-import-position
 from gold_jax.envs import metadrive as md  # pylint: disable=wrong-import-position
 from gold_jax.envs import metadrive_assets  # pylint: disable=wrong-import-position
 from gold_jax.envs import scenarionet_writer  # pylint: disable=wrong-import-position
@@ -82,6 +83,16 @@ def test_safe_env_resets_and_steps():
     assert np.isfinite(obs).all() and np.isfinite(reward)
     assert info['cost'] >= 0 and 'arrive_dest' in info and 'out_of_road' in info
   assert metadrive_assets.status() in ('minimal', 'real')
+
+
+def test_second_env_in_one_process_names_the_fix():
+  with opened('safe', seed=0, num_scenarios=1, horizon=20) as env:
+    env.reset()
+    with pytest.raises(errors.EnvError, match='already open in this process') as caught:
+      md.make_metadrive('safe', num_scenarios=1)
+    assert 'asynchronous=True' in caught.value.hint and 'close()' in caught.value.hint
+  with opened('safe', seed=0, num_scenarios=1, horizon=20) as env:  # After close(): fine.
+    env.reset()
 
 
 def test_waymo_env_on_written_scenarios(procedural_dir):

@@ -18,12 +18,11 @@ from gold_jax.networks.values import QEnsemble
 from gold_jax.types import Transition
 
 OBS_DIM, ACT_DIM, BATCH, K = 5, 2, 16, 3
-# Fast critics so that the multiplier test is short: d = 5 / (10 * 0.5) = 1, and a constant cost
-# of 1 gives Q_c → 1 / (1 − γ) = 2.
 CONFIGS = {
     'lagrangian': sac.Config(
         hidden_dims=(32, 32), discount=0.5, tau=0.05, critic_lr=3e-3, cost_coef=0.5,
-        cost_limit=5.0, episode_len=10, lambda_lr=0.02),
+        cost_limit=5.0, cost_target=0.8, lambda_method='pid', pid_kp=0.1, pid_ki=0.05,
+        pid_kd=0.0),
     'fixed': sac.Config(hidden_dims=(32, 32), lagrangian=False, cost_coef=2.0),
 }
 KEYS = {'loss/critic', 'loss/cost_critic', 'loss/actor', 'loss/alpha', 'training/q_mean',
@@ -67,8 +66,10 @@ class LossTest(chex.TestCase):
 def test_init_validates():
   with pytest.raises(ValueError, match='cost_coef'):
     sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(cost_coef=-0.1))
-  with pytest.raises(ValueError, match='episode_len'):
-    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(episode_len=0))
+  with pytest.raises(ValueError, match='cost_target'):
+    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(cost_target=1.5))
+  with pytest.raises(ValueError, match='method'):
+    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(lambda_method='sgd'))
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
@@ -132,21 +133,23 @@ def test_fixed_lambda_actor_loss_hand_check():
   np.testing.assert_allclose(metrics['loss/actor'], expected, rtol=1e-4, atol=1e-6)
 
 
-def _train_constant_cost(state, cost, n_calls):
-  for i in range(n_calls):
-    batch = random_batch(i, k=K)
-    state, metrics = sac.update_n(state, batch._replace(cost=jnp.full_like(batch.cost, cost)))
-  return state, metrics
-
-
-def test_lambda_rises_over_limit_and_falls_to_zero():
+def test_lambda_follows_measured_episode_cost():
+  # The target is cost_target · κ = 0.8 · 5 = 4 per episode.
   state = sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, CONFIGS['lagrangian'])
-  state, metrics = _train_constant_cost(state, 1.0, 60)
-  assert float(metrics['training/policy_qc_mean']) > 1.3  # Above the limit d = 1.
-  assert float(state.multiplier.value) > 1.0              # Up from 0.5.
-  state, metrics = _train_constant_cost(state, 0.0, 100)
-  assert float(metrics['training/policy_qc_mean']) < 0.5
+  assert sac.adapts_lambda(state.config) and not sac.adapts_lambda(CONFIGS['fixed'])
+  lam = [float(state.multiplier.value)]
+  for _ in range(20):
+    state, metrics = sac.update_lambda(state, jnp.float32(10.0))
+    lam.append(float(state.multiplier.value))
+  # The error 10 − 4 = 6 is clipped to error_clip · κ = 5.
+  np.testing.assert_allclose(metrics['training/lambda_cost_error'], 5.0)
+  assert np.all(np.diff(lam) >= 0) and lam[-1] > 5.0  # Up from 0.5.
+  for _ in range(200):
+    state, _ = sac.update_lambda(state, jnp.float32(1.0))
   assert float(state.multiplier.value) == 0.0
+  # Gradient updates leave λ where the measured costs put it.
+  state, metrics = sac.update_n(state, random_batch(0, k=K))
+  assert float(state.multiplier.value) == 0.0 and float(metrics['training/lambda']) == 0.0
 
 
 # ---------------------------------------------------------------------------- learning
@@ -169,7 +172,7 @@ def test_sac_improves_on_pendulum():
   """5000 environment steps, one update per step in fused chunks of 50 (≈ 20 s of CPU)."""
   steps, warmup, chunk, batch_size = 5000, 500, 50, 128
   config = sac.Config(hidden_dims=(64, 64), actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3,
-                      cost_limit=1.0, episode_len=200)
+                      cost_limit=1.0)
   env, eval_env = gym.make('Pendulum-v1'), gym.make('Pendulum-v1')
   state = sac.init(jax.random.PRNGKey(0), 3, 1, config)
   initial = _pendulum_return(state, eval_env)

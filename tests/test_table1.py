@@ -19,9 +19,15 @@ def sweep(tmp_path_factory):
 def test_smoke_sweep_fills_every_cell(sweep):
   config, workdir, out = sweep
   assert not out['failed']
-  table, _ = table1.collect_results(config, workdir)
+  rows = results.read_runs_csv(os.path.join(workdir, 'runs.csv'))
+  table = results.table_from_rows(rows, config.tasks, results.METHODS)
   for method in results.METHODS:
     assert table['Car-Circle'][method].seeds == 1, method
+  # One row per run, the expert included, every method scored on the same evaluation set.
+  assert sorted(r['method'] for r in rows) == sorted(results.METHODS + (results.EXPERT,))
+  assert len({r['eval_set'] for r in rows}) == 1 and len(rows[0]['eval_set']) == 8
+  assert {r['episodes'] for r in rows} == {'3'}  # The smoke preset's final evaluation.
+  assert all(r['success'] == '' for r in rows)  # Car-Circle defines no success.
   md = open(os.path.join(workdir, 'table1.md')).read()
   assert all(m in md for m in results.METHODS) and '—' not in md.split('\n\n')[0]
   assert os.path.getsize(os.path.join(workdir, 'curves_Car-Circle.png')) > 0
@@ -45,6 +51,8 @@ def test_rerun_reuses_results_and_marks_failures(sweep):
   out = table1.write_report(config, workdir)
   assert 'Car-Circle/seed0/CVPO' in out['failed']
   assert 'FloatingPointError' in out['table']
+  methods = [r['method'] for r in results.read_runs_csv(os.path.join(workdir, 'runs.csv'))]
+  assert 'CVPO' not in methods and 'GOLD(DT-IQL)' in methods
   os.rename(os.path.join(cell, 'result.bak'), os.path.join(cell, 'result.json'))
   # The same workdir with another budget or guide kind would mix runs: refused.
   with pytest.raises(ValueError, match='dt_cost_token'):
@@ -53,6 +61,13 @@ def test_rerun_reuses_results_and_marks_failures(sweep):
     table1.run(dataclasses.replace(config, iql_lambda='pid'), workdir)
   with pytest.raises(ValueError, match="scale: 'smoke' -> 'laptop'"):
     table1.run(dataclasses.replace(config, scale='laptop'), workdir)
+  # A sweep scored under an earlier evaluation protocol is refused, not mixed.
+  other = str(os.path.join(workdir, 'old'))
+  os.makedirs(other)
+  with open(os.path.join(other, 'sweep.json'), 'w') as f:
+    f.write('{"scale": "smoke", "dt_cost_token": false, "iql_lambda": "fixed"}')
+  with pytest.raises(ValueError, match='eval_protocol: 1 -> 2'):
+    table1.run(config, other)
   # A rerun finds every result and trains nothing (fast); report_only never trains.
   assert not table1.run(config, workdir)['failed']
   only = table1.run(table1.Config(tasks=('Car-Circle',), seeds=2, scale='smoke',
@@ -73,8 +88,7 @@ def test_dt_guides_conditioned_on_cost_to_go(tmp_path):
                          dt_cost_token=True)
   out = table1.run(config, str(tmp_path))
   assert not out['failed']
-  from experiments import train_guide
   from gold_jax.policies import load_guide
-  guide = load_guide(train_guide.checkpoint_dir(str(tmp_path / 'Car-Circle' / 'seed0' / 'dt')))
+  guide = load_guide(str(tmp_path / 'Car-Circle' / 'seed0' / 'dt'))
   assert guide.state.config.use_cost_token
   assert guide.target_cost == 10.0  # Car-Circle's kappa.

@@ -13,15 +13,17 @@ whose gradient is (ε − E_s KL(q || π_old), c − E_s E_q[Q_c]).
 M-step (Liu et al. 2022; decoupled KL of Abdolmaleki et al. 2018, arXiv:1812.02256, Sec. 4.2.1).
 Weighted maximum likelihood of the sampled actions under two Gaussians, one with the new mean
 and the old std, one with the old mean and the new std, each kept within its own KL bound by a
-Lagrange multiplier.
+Lagrange multiplier. As in the CVPO reference code (cvpo-safe-rl, FSRL), the weighted
+log-likelihood is averaged over samples and states, so its scale does not grow with M.
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import chex
 import jax
 import jax.numpy as jnp
 
+from gold_jax.agents import lagrange
 from gold_jax.distributions import gaussian_log_prob
 
 
@@ -59,16 +61,19 @@ def _bisect(increasing_fn, lo, hi, num_steps: int) -> jax.Array:
 
 
 def solve_dual(q_r, q_c, epsilon, cost_limit, num_steps: int = 20, eta_min: float = 1e-6,
-               dual_max: float = 1e5, lam_min: float = 1e-6) -> Tuple[jax.Array, jax.Array]:
-  """Minimises the E-step dual over η ∈ [eta_min, dual_max], λ ∈ {0} ∪ [lam_min, dual_max].
+               dual_max: float = 1e5, lam_min: float = 1e-6, lam_max: Optional[float] = None
+               ) -> Tuple[jax.Array, jax.Array]:
+  """Minimises the E-step dual over η ∈ [eta_min, dual_max], λ ∈ {0} ∪ [lam_min, lam_max]
+  (`lam_max` None: `dual_max`).
 
   g is jointly convex, so both optimality conditions are monotone and bisection (in log space,
   `num_steps` halvings each) finds them exactly, whatever the scale of the Q values:
   - for fixed λ, ∂g/∂η = ε − KL(η, λ) is nondecreasing in η: η*(λ) makes KL = ε (or sits at a
     bound when it cannot);
   - φ(λ) = g(η*(λ), λ) is convex with φ'(λ) = c − E_q[Q_c] (envelope theorem): λ = 0 when the
-    constraint holds at λ = 0, otherwise the root of φ', or `dual_max` when even that cannot
-    meet the limit (the infeasible case: q then trades cost down as far as the KL bound allows).
+    constraint holds at λ = 0, otherwise the root of φ', or `lam_max` when even that cannot
+    meet the limit (the infeasible case: q then trades cost down as far as λ and the KL bound
+    allow).
   Costs about `num_steps` (constraint inactive) to `num_steps²` evaluations of a softmax over
   `(M, B)`.
   """
@@ -76,7 +81,7 @@ def solve_dual(q_r, q_c, epsilon, cost_limit, num_steps: int = 20, eta_min: floa
   chex.assert_equal_shape([q_r, q_c])
   dtype = q_r.dtype
   log_eta_bounds = jnp.log(jnp.array([eta_min, dual_max], dtype))
-  log_lam_bounds = jnp.log(jnp.array([lam_min, dual_max], dtype))
+  log_lam_bounds = jnp.log(jnp.array([lam_min, dual_max if lam_max is None else lam_max], dtype))
 
   def best_eta(lam):
     dg_deta = lambda log_eta: epsilon - kl_and_cost(jnp.exp(log_eta), lam, q_r, q_c)[0]
@@ -121,15 +126,18 @@ def decoupled_gaussian_kl(mean_old, log_std_old, mean, log_std) -> Tuple[jax.Arr
 
 
 def weighted_mle_loss(weights, actions, mean, log_std, mean_old, log_std_old) -> jax.Array:
-  """M-step negative weighted log-likelihood with decoupled mean and std (a scalar):
+  """M-step negative weighted log-likelihood with decoupled mean and std (a scalar), averaged
+  over the M samples and the B states as the reference code does:
 
-    −E_s Σ_a w(a|s) [log N(a; μ_θ, σ_old) + log N(a; μ_old, σ_θ)].
-  `weights`: `(M, B)`, summing to one over M; `actions`: `(M, B, act_dim)`.
+    −(1 / (M B)) Σ_s Σ_a w(a|s) [log N(a; μ_θ, σ_old) + log N(a; μ_old, σ_θ)].
+  `weights`: `(M, B)`, summing to one over M; `actions`: `(M, B, act_dim)`. (This is 1/M times
+  the expectation under q, so the KL multipliers, capped as in the reference, keep their weight
+  against it whatever M.)
   """
   chex.assert_rank([weights, actions], [2, 3])
   log_prob_mean = gaussian_log_prob(mean, jax.lax.stop_gradient(log_std_old), actions)
   log_prob_std = gaussian_log_prob(jax.lax.stop_gradient(mean_old), log_std, actions)
-  return -jnp.mean(jnp.sum(weights * (log_prob_mean + log_prob_std), axis=0))
+  return -jnp.mean(weights * (log_prob_mean + log_prob_std))
 
 
 def update_kl_multiplier(alpha, kl, epsilon, learning_rate, alpha_max) -> jax.Array:
@@ -141,14 +149,9 @@ def update_kl_multiplier(alpha, kl, epsilon, learning_rate, alpha_max) -> jax.Ar
 
 
 def episode_cost_to_q(cost_limit, discount: float, episode_len: int):
-  """Per-episode cost budget -> threshold on the discounted cost value Q_c.
-
-  Spreads the budget evenly over the T steps of an episode (c/T per step) and discounts it:
-    Q_c limit = (c / T) Σ_{t<T} γ^t = c (1 − γ^T) / ((1 − γ) T).
-  """
-  if discount == 1.0:
-    return cost_limit
-  return cost_limit * (1.0 - discount ** episode_len) / ((1.0 - discount) * episode_len)
+  """Per-episode cost budget -> threshold on the discounted cost value Q_c
+  (`lagrange.discounted_cost_limit`: κ (1 − γ^T) / ((1 − γ) T))."""
+  return lagrange.discounted_cost_limit(cost_limit, episode_len, discount)
 
 
 def linear_schedule(step, start: float, end: float, decay_steps: int) -> jax.Array:

@@ -11,11 +11,12 @@ r_λ = r − λ c is GOLD's shaped reward. Two actors (`Config.actor_loss`):
   tanh-Gaussian sample and automatic entropy tuning (target entropy −act_dim).
   Default expectile 0.8.
 
-λ is `cost_coef` unless `cost_critic=True`: then Q_c and V_c are learned the same way on the cost
-(V_c with `cost_expectile`, default 0.5, i.e. the mean cost-to-go of the replay actions), and λ,
-starting at `cost_coef`, follows `lagrange.update` so that the batch mean of V_c(s) meets the
-per-episode limit `cost_limit` converted to the discounted scale, κ / (T (1 − γ)) with
-T = `episode_len` (see `lagrange.discounted_cost_limit`). The shaped reward uses the current λ.
+λ is `cost_coef` unless `adaptive_lambda=True`: then λ starts at `cost_coef` and follows the rule
+of `lagrange` on the cost of the student's own steps. The training loop records, per finished
+episode, the cost incurred after the guide handed over and the number of student steps, and calls
+`update_lambda(state, episode_cost)` with the student's cost rate over its recent episodes scaled
+to the episode length; λ steps toward an episode cost of `cost_target · cost_limit`. The guide's
+steps, which fill most of the buffer early on, do not move λ. The shaped reward uses the current λ.
 """
 
 import dataclasses
@@ -55,17 +56,17 @@ class Config:
   init_alpha: float = 1.0   # 'sac' actor: initial entropy temperature α.
   alpha_lr: float = 3e-4    # 'sac' actor: Adam step size of log α.
   target_entropy: Optional[float] = None  # 'sac' actor: entropy target; None -> −act_dim.
-  cost_coef: float = 1.0    # λ of the shaped reward r − λ c (initial λ if cost_critic); ≥ 0.
-  cost_critic: bool = False  # Learn Q_c, V_c and adapt λ against `cost_limit`.
-  cost_expectile: float = 0.5  # τ of V_c; 0.5 = mean cost-to-go of the replay actions.
-  cost_limit: float = 25.0  # Per-episode cost limit κ (cost_critic only).
-  episode_len: int = 1000   # Episode length T converting κ to the discounted scale.
+  cost_coef: float = 1.0    # λ of the shaped reward r − λ c (initial λ if adaptive); ≥ 0.
+  adaptive_lambda: bool = False  # Adapt λ to the student's measured episode cost.
+  cost_limit: float = 25.0  # Per-episode cost limit κ (adaptive_lambda only).
+  cost_target: float = 1.0  # λ aims the episode cost at cost_target · cost_limit; in (0, 1].
   lambda_method: str = 'lagrange'  # λ rule: 'lagrange' (projected Adam) or 'pid' (see lagrange.py).
-  lambda_lr: float = 3e-4   # Adam step size of the 'lagrange' rule.
-  pid_kp: float = 0.05      # 'pid' proportional gain.
-  pid_ki: float = 5e-4      # 'pid' integral gain (the integral grows once per update).
+  lambda_lr: float = 0.05   # Adam step size of the 'lagrange' rule (per λ update).
+  pid_kp: float = 0.05      # 'pid' proportional gain (on episode costs).
+  pid_ki: float = 5e-4      # 'pid' integral gain (the integral grows once per λ update).
   pid_kd: float = 0.1       # 'pid' derivative gain.
   lambda_max: float = 1000.0  # Upper clip of λ.
+  error_clip: Optional[float] = 1.0  # λ sees J_c − d clipped to ±error_clip · cost_limit.
 
   def __post_init__(self):  # A list (from JSON or flags) would make the config unhashable.
     object.__setattr__(self, 'hidden_dims', tuple(self.hidden_dims))
@@ -90,10 +91,9 @@ class State:
   actor_params: Params
   actor_opt_state: optax.OptState
   critic: Critic                  # On the shaped reward r − λ c.
-  cost_critic: Optional[Critic]   # On the cost; None unless config.cost_critic.
   log_alpha: Optional[jax.Array]  # 'sac' actor only.
   alpha_opt_state: Optional[optax.OptState]
-  multiplier: Optional[lagrange.Multiplier]  # Adaptive λ; None unless config.cost_critic.
+  multiplier: Optional[lagrange.Multiplier]  # Adaptive λ; None unless config.adaptive_lambda.
   key: PRNGKey
   step: jax.Array
   obs_dim: int = flax.struct.field(pytree_node=False)
@@ -118,18 +118,15 @@ def _validate(config: Config) -> None:
     raise ValueError(f'actor_loss must be one of {ACTOR_LOSSES}, got {config.actor_loss!r}')
   if config.cost_coef < 0:
     raise ValueError(f'cost_coef (λ of r − λ c) must be >= 0, got {config.cost_coef}')
-  for name, tau in (('expectile', expectile(config)), ('cost_expectile', config.cost_expectile)):
-    if not 0 < tau < 1:
-      raise ValueError(f'{name} must be in (0, 1), got {tau}')
+  if not 0 < expectile(config) < 1:
+    raise ValueError(f'expectile must be in (0, 1), got {expectile(config)}')
   if config.init_alpha <= 0:
     raise ValueError(f'init_alpha must be > 0, got {config.init_alpha}')
-  if config.cost_critic:
-    _cost_limit(config)
+  if config.adaptive_lambda:
+    if config.cost_limit < 0 or not 0 < config.cost_target <= 1:
+      raise ValueError(f'need cost_limit >= 0 and 0 < cost_target <= 1, got '
+                       f'{config.cost_limit}, {config.cost_target}')
     lagrange.validate(lagrange.rule_of(config))
-
-
-def _cost_limit(config: Config) -> float:
-  return lagrange.discounted_cost_limit(config.cost_limit, config.episode_len, config.discount)
 
 
 def _networks(config: Config, act_dim: int):
@@ -163,20 +160,19 @@ def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) ->
   _validate(config)
   actor, _, _ = _networks(config, act_dim)
   actor_tx, _, _, alpha_tx = _optimizers(config)
-  key, k_actor, k_critic, k_cost = jax.random.split(key, 4)
+  key, k_actor, k_critic = jax.random.split(key, 3)
   obs = jnp.zeros((1, obs_dim), jnp.float32)
   action = jnp.zeros((1, act_dim), jnp.float32)
   actor_params = actor.init(k_actor, obs)['params']
-  log_alpha = alpha_opt_state = cost_critic = multiplier = None
+  log_alpha = alpha_opt_state = multiplier = None
   if config.actor_loss == 'sac':
     log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
     alpha_opt_state = alpha_tx.init(log_alpha)
-  if config.cost_critic:
-    cost_critic = _init_critic(k_cost, config, obs, action)
+  if config.adaptive_lambda:
     multiplier = lagrange.init(config.cost_coef, lagrange.rule_of(config))
   return State(
       actor_params=actor_params, actor_opt_state=actor_tx.init(actor_params),
-      critic=_init_critic(k_critic, config, obs, action), cost_critic=cost_critic,
+      critic=_init_critic(k_critic, config, obs, action),
       log_alpha=log_alpha, alpha_opt_state=alpha_opt_state, multiplier=multiplier,
       key=key, step=jnp.zeros((), jnp.int32), obs_dim=obs_dim, act_dim=act_dim, config=config)
 
@@ -280,31 +276,35 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
              'training/q_mean': info['q'], 'training/v_mean': info['v'].mean(),
              'training/shaped_reward_mean': reward.mean(), 'training/lambda': lam}
 
-  # Cost critic (ensemble mean) and the multiplier against the discounted limit.
-  cost_critic, multiplier = state.cost_critic, state.multiplier
-  if config.cost_critic:
-    cost_critic, cost_info = _update_critic(cost_critic, batch, batch.cost, config.cost_expectile,
-                                            lambda q: q.mean(0), config, state.act_dim)
-    cost_value = cost_info['v'].mean()
-    multiplier, lambda_info = lagrange.update(multiplier, cost_value, _cost_limit(config),
-                                              lagrange.rule_of(config))
-    metrics.update({'loss/cost_critic': cost_info['q_loss'],
-                    'loss/cost_value': cost_info['v_loss'], 'training/qc_mean': cost_info['q'],
-                    'training/vc_mean': cost_value, **lambda_info})
-
   if config.actor_loss == 'awr':
     state, actor_info = _update_awr_actor(state, batch, info, critic)
   else:
     state, actor_info = _update_sac_actor(state, batch, info, critic, k_actor)
   metrics.update(actor_info)
-  new_state = state.replace(critic=critic, cost_critic=cost_critic, multiplier=multiplier,
-                            key=key, step=state.step + 1)
+  new_state = state.replace(critic=critic, key=key, step=state.step + 1)
   return new_state, metrics
 
 
 # Two updates per scan iteration: about 10% more updates/s for IQL on a 2-core CPU (no gain
 # for SAC or CVPO; experiments/bench_learners.py).
 update, update_n = common.make_update_fns(_update_step, unroll=2)
+
+
+def adapts_lambda(config: Config) -> bool:
+  """Whether the training loop should feed the student's episode costs to `update_lambda`."""
+  return config.adaptive_lambda
+
+
+@jax.jit
+def update_lambda(state: State, episode_cost: jax.Array) -> Tuple[State, Metrics]:
+  """One step of λ toward the episode cost `cost_target · cost_limit`, given the student's
+  measured cost over its own steps scaled to a whole episode (`lagrange.update`)."""
+  config = state.config
+  max_error = None if config.error_clip is None else config.error_clip * config.cost_limit
+  multiplier, metrics = lagrange.update(state.multiplier, episode_cost,
+                                        config.cost_target * config.cost_limit,
+                                        lagrange.rule_of(config), max_error)
+  return state.replace(multiplier=multiplier), metrics
 
 
 def make_sharded_update(mesh):

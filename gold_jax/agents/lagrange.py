@@ -1,8 +1,10 @@
-"""Lagrange multiplier λ ≥ 0 for a cost constraint, shared by IQL (cost option) and SAC-Lagrangian.
+"""Lagrange multiplier λ ≥ 0 for a cost constraint, shared by IQL (adaptive λ) and SAC-Lagrangian.
 
 The constrained problem max_π J_r(π) s.t. J_c(π) ≤ d is solved on the Lagrangian
-J_r − λ (J_c − d) (Altman 1999; Ray et al. 2019). The learners estimate J_c with a cost critic and
-call `update` once per gradient step. Two rules:
+J_r − λ (J_c − d) (Altman 1999; Ray et al. 2019). J_c is measured, not estimated by a critic: the
+training loop (`gold_jax.loop.GuidedLoop`) records the cost of the learner's own steps in its
+recent episodes and calls `learner.update_lambda(state, episode_cost)` once new episodes have
+finished, as PID-Lagrangian implementations (FSRL, OmniSafe) do. Two rules, on episode costs:
 
 - 'lagrange': projected gradient ascent on λ, i.e. descent on L(λ) = −λ (J_c − d) with Adam, then
   λ ← clip(λ, 0, max_value). λ is stored directly (not in log space) so that it reaches exactly 0
@@ -10,11 +12,12 @@ call `update` once per gradient step. Two rules:
 - 'pid': PID Lagrangian (Stooke et al. 2020, Alg. 2): with e = J_c − d,
   I ← max(0, I + e), λ = clip(K_p e + K_i I + K_d max(0, e − e_prev), 0, max_value).
 
-Cost limits are given per episode (κ, as in Safety-Gym style benchmarks) and compared with a
-discounted critic estimate; `discounted_cost_limit` converts between the two scales.
+Cost limits are given per episode (κ, as in Safety-Gym style benchmarks); learners that compare a
+discounted cost value with the budget (CVPO) convert it with `discounted_cost_limit`.
 """
 
 import dataclasses
+from typing import Optional
 
 import flax
 import jax
@@ -29,8 +32,8 @@ METHODS = ('lagrange', 'pid')
 @dataclasses.dataclass(frozen=True)
 class Config:
   method: str = 'lagrange'  # 'lagrange' (projected Adam ascent) or 'pid' (Stooke et al. 2020).
-  lr: float = 3e-4          # Adam step size of the 'lagrange' rule (λ moves ≈ lr per update).
-  kp: float = 0.05          # PID proportional gain (FSRL default).
+  lr: float = 0.05          # Adam step size of the 'lagrange' rule (λ moves ≈ lr per update).
+  kp: float = 0.05          # PID proportional gain (FSRL default, on episode costs).
   ki: float = 5e-4          # PID integral gain; the integral accumulates once per update.
   kd: float = 0.1           # PID derivative gain, applied to the positive part of e − e_prev.
   max_value: float = 1000.0  # Upper clip of λ, guards against a diverging cost critic.
@@ -60,18 +63,20 @@ def validate(config: Config) -> None:
     raise ValueError(f'lagrange gains and step size must be >= 0 and max_value > 0: {config}')
 
 
-def discounted_cost_limit(cost_limit: float, episode_len: int, discount: float) -> float:
-  """Per-episode limit κ -> the scale of a discounted cost value: κ / (T (1 − γ)).
+def discounted_cost_limit(cost_limit, episode_len: int, discount: float):
+  """Per-episode budget κ -> threshold on a discounted cost value: κ (1 − γ^T) / ((1 − γ) T).
 
-  The critics bootstrap through time-limit truncation, so Q_c and V_c estimate the
-  infinite-horizon discounted cost Σ_t γ^t c_t. A policy that spends exactly κ per T-step episode at
-  a constant rate κ/T has Q_c = V_c = (κ/T) / (1 − γ) in every state, which is the threshold used.
+  Spreads κ evenly over the T steps of an episode (κ/T per step) and discounts the sum,
+  (κ/T) Σ_{t<T} γ^t, as FSRL and the CVPO reference do; κ itself when γ = 1 or T = 1.
+  `cost_limit` may be a traced array (a scheduled budget).
   """
-  if cost_limit < 0 or episode_len <= 0 or not 0 <= discount < 1:
-    raise ValueError(
-        f'need cost_limit >= 0, episode_len > 0, 0 <= discount < 1; got '
-        f'{cost_limit}, {episode_len}, {discount}')
-  return cost_limit / episode_len / (1.0 - discount)
+  if episode_len <= 0 or not 0 <= discount <= 1:
+    raise ValueError(f'need episode_len > 0 and 0 <= discount <= 1; got {episode_len}, {discount}')
+  if isinstance(cost_limit, (int, float)) and cost_limit < 0:
+    raise ValueError(f'the cost limit must be >= 0, got {cost_limit}')
+  if discount == 1.0:
+    return cost_limit
+  return cost_limit * (1.0 - discount**episode_len) / ((1.0 - discount) * episode_len)
 
 
 def _optimizer(config: Config) -> optax.GradientTransformation:
@@ -91,9 +96,17 @@ def init(value: float, config: Config = Config()) -> Multiplier:
 
 
 def update(multiplier: Multiplier, cost_estimate: jax.Array, cost_limit: float,
-           config: Config = Config()) -> tuple[Multiplier, Metrics]:
-  """One step of the rule in `config.method` given the estimate J_c and the limit d (same scale)."""
+           config: Config = Config(), max_error: Optional[float] = None
+           ) -> tuple[Multiplier, Metrics]:
+  """One step of the rule in `config.method` given the estimate J_c and the limit d (same scale).
+
+  `max_error` clips e = J_c − d to ±max_error: a burst of cost far above d (an untrained policy
+  can pay tens of times the budget) then moves λ no faster than a slack episode brings it back,
+  instead of winding up the PID integral or Adam's second moment.
+  """
   error = jax.lax.stop_gradient(jnp.asarray(cost_estimate, jnp.float32)) - cost_limit
+  if max_error is not None:
+    error = jnp.clip(error, -max_error, max_error)
   if config.method == 'lagrange':
     grad = -error  # dL/dλ of L(λ) = −λ (J_c − d).
     step, opt_state = _optimizer(config).update(grad, multiplier.opt_state, multiplier.value)

@@ -4,9 +4,10 @@ Twin reward critic Q_r and twin cost critic Q_c with Polyak targets, a tanh-Gaus
 automatic entropy tuning, and a cost multiplier λ ≥ 0. The actor maximises
 E_{a~π}[min_i Q_r,i(s, a) − λ mean_i Q_c,i(s, a) − α log π(a|s)].
 
-- `lagrangian=True`: λ starts at `cost_coef` and follows `lagrange.update` so that the estimated
-  discounted cost E_{s~D, a~π}[Q_c(s, a)] meets the per-episode limit `cost_limit` converted by
-  `lagrange.discounted_cost_limit` (κ / (T (1 − γ)), T = `episode_len`).
+- `lagrangian=True`: λ starts at `cost_coef` and follows the rule of `lagrange` on the measured
+  episode cost: the training loop calls `update_lambda(state, episode_cost)` with the mean cost of
+  the recent training episodes, and λ steps toward an episode cost of `cost_target · cost_limit`
+  (a target below κ leaves a margin for the noise of the estimate).
 - `lagrangian=False`: λ = `cost_coef` stays fixed. Because Q is linear in the reward, Q_r − λ Q_c is
   the value of the shaped reward r − λ c, so this is fixed-λ reward shaping.
 
@@ -45,13 +46,14 @@ class Config:
   lagrangian: bool = True   # Learn λ against `cost_limit`; False keeps λ = cost_coef.
   cost_coef: float = 0.0    # Fixed λ (lagrangian=False) or initial λ (lagrangian=True); ≥ 0.
   cost_limit: float = 25.0  # Per-episode cost limit κ.
-  episode_len: int = 1000   # Episode length T used to convert κ to the discounted scale.
+  cost_target: float = 1.0  # λ aims the episode cost at cost_target · cost_limit; in (0, 1].
   lambda_method: str = 'lagrange'  # λ rule: 'lagrange' (projected Adam) or 'pid' (see lagrange.py).
-  lambda_lr: float = 3e-4   # Adam step size of the 'lagrange' rule.
-  pid_kp: float = 0.05      # 'pid' proportional gain.
-  pid_ki: float = 5e-4      # 'pid' integral gain (the integral grows once per update).
+  lambda_lr: float = 0.05   # Adam step size of the 'lagrange' rule (per λ update).
+  pid_kp: float = 0.05      # 'pid' proportional gain (on episode costs).
+  pid_ki: float = 5e-4      # 'pid' integral gain (the integral grows once per λ update).
   pid_kd: float = 0.1       # 'pid' derivative gain.
   lambda_max: float = 1000.0  # Upper clip of λ.
+  error_clip: Optional[float] = 1.0  # λ sees J_c − d clipped to ±error_clip · cost_limit.
 
   def __post_init__(self):  # A list (from JSON or flags) would make the config unhashable.
     object.__setattr__(self, 'hidden_dims', tuple(self.hidden_dims))
@@ -128,16 +130,14 @@ def _target_entropy(config: Config, act_dim: int) -> float:
   return -float(act_dim) if config.target_entropy is None else config.target_entropy
 
 
-def _cost_limit(config: Config) -> float:
-  return lagrange.discounted_cost_limit(config.cost_limit, config.episode_len, config.discount)
-
-
 def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) -> State:
   if config.cost_coef < 0:
     raise ValueError(f'cost_coef (λ) must be >= 0, got {config.cost_coef}')
   if config.init_alpha <= 0:
     raise ValueError(f'init_alpha must be > 0, got {config.init_alpha}')
-  _cost_limit(config)  # Validates cost_limit, episode_len and discount.
+  if config.cost_limit < 0 or not 0 < config.cost_target <= 1:
+    raise ValueError(f'need cost_limit >= 0 and 0 < cost_target <= 1, got {config.cost_limit}, '
+                     f'{config.cost_target}')
   actor, critic = _networks(config, act_dim)
   actor_tx, critic_tx, alpha_tx = _optimizers(config)
   key, k_actor, k_reward, k_cost = jax.random.split(key, 4)
@@ -208,30 +208,39 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
   updates, alpha_opt_state = alpha_tx.update(alpha_grad, state.alpha_opt_state)
   log_alpha = optax.apply_updates(state.log_alpha, updates)
 
-  # Cost multiplier against the discounted limit.
-  cost_estimate = policy_cost_q.mean()
-  multiplier = state.multiplier
-  if config.lagrangian:
-    multiplier, _ = lagrange.update(multiplier, cost_estimate, _cost_limit(config),
-                                        lagrange.rule_of(config))
-
   new_state = state.replace(
       actor_params=actor_params, actor_opt_state=actor_opt_state,
       critic_params=critic_params, critic_opt_state=critic_opt_state,
       target_critic_params=common.soft_update(state.target_critic_params, critic_params,
                                               config.tau),
-      log_alpha=log_alpha, alpha_opt_state=alpha_opt_state, multiplier=multiplier,
-      key=key, step=state.step + 1)
+      log_alpha=log_alpha, alpha_opt_state=alpha_opt_state, key=key, step=state.step + 1)
   metrics = {
       'loss/critic': reward_loss, 'loss/cost_critic': cost_loss,
       'loss/actor': loss_actor, 'loss/alpha': alpha_loss,
       'training/q_mean': q_mean, 'training/qc_mean': cost_q_mean,
-      'training/policy_qc_mean': cost_estimate, 'training/alpha': alpha,
+      'training/policy_qc_mean': policy_cost_q.mean(), 'training/alpha': alpha,
       'training/entropy': -jnp.mean(log_prob), 'training/lambda': lam}
   return new_state, metrics
 
 
 update, update_n = common.make_update_fns(_update_step)
+
+
+def adapts_lambda(config: Config) -> bool:
+  """Whether the training loop should feed measured episode costs to `update_lambda`."""
+  return config.lagrangian
+
+
+@jax.jit
+def update_lambda(state: State, episode_cost: jax.Array) -> Tuple[State, Metrics]:
+  """One step of λ toward the episode cost `cost_target · cost_limit`, given the measured mean
+  episode cost of the recent training episodes (`lagrange.update`)."""
+  config = state.config
+  max_error = None if config.error_clip is None else config.error_clip * config.cost_limit
+  multiplier, metrics = lagrange.update(state.multiplier, episode_cost,
+                                        config.cost_target * config.cost_limit,
+                                        lagrange.rule_of(config), max_error)
+  return state.replace(multiplier=multiplier), metrics
 
 
 def make_sharded_update(mesh):

@@ -1,13 +1,14 @@
-"""Host-side ring buffer of transitions, each labelled with who acted (guide or student)."""
+"""Host-side ring buffer of transitions, each labelled with who acted (guide or student) and
+whether its episode ended there, so that n-step transitions can be sampled."""
 
 import os
-import tempfile
 import zipfile
 from typing import Dict, Union
 
 import numpy as np
 
-from gold_jax.types import Transition
+from gold_jax.files import atomic_open
+from gold_jax.types import NStepTransition, Transition
 
 # Source labels: which policy chose the action of a transition.
 STUDENT = 0
@@ -21,8 +22,10 @@ _META_KEYS = ('capacity', 'size', 'pointer')
 class ReplayBuffer:
   """Fixed-capacity numpy ring buffer; once full, new transitions overwrite the oldest.
 
-  Everything is float32 except `source` (int8, `GUIDE` or `STUDENT`). Sampling draws indices
-  uniformly with replacement from what is stored and returns a `Transition` of numpy arrays.
+  Everything is float32 except `source` (int8, `GUIDE` or `STUDENT`) and `done` (bool: the
+  episode ended at the transition, terminated or truncated). Sampling draws indices uniformly
+  with replacement from what is stored and returns a `Transition` of numpy arrays (or, with
+  `n_step` > 1, an `NStepTransition`).
   """
 
   def __init__(self, obs_dim: int, act_dim: int, capacity: int):
@@ -38,17 +41,19 @@ class ReplayBuffer:
         'terminated': np.zeros((capacity,), np.float32),
     }
     self._source = np.zeros((capacity,), np.int8)
+    self._done = np.zeros((capacity,), bool)
     self.size = 0
     self.pointer = 0  # Index the next transition is written to.
 
   def __len__(self) -> int:
     return self.size
 
-  def add(self, obs, action, reward, cost, next_obs, terminated, source) -> None:
+  def add(self, obs, action, reward, cost, next_obs, terminated, source, done=None) -> None:
     """Adds one transition (`obs` of shape `(obs_dim,)`) or `n` of them (`(n, obs_dim)`).
 
-    `source` is `GUIDE` or `STUDENT`, a scalar or one label per transition. Adding more than
-    `capacity` at once keeps the last `capacity`.
+    `source` is `GUIDE` or `STUDENT`, a scalar or one label per transition; `done` marks the
+    transitions that end their episode (terminated or truncated; None: `terminated`). Adding
+    more than `capacity` at once keeps the last `capacity`.
     """
     obs = np.asarray(obs, np.float32)
     single = obs.ndim == 1
@@ -64,6 +69,8 @@ class ReplayBuffer:
                          f'{expected[single:]}')
       values[name] = value
     source = np.broadcast_to(np.asarray(source), (n,))
+    done = (values['terminated'] != 0 if done is None
+            else np.broadcast_to(np.asarray(done, bool), (n,)))
     if not np.all((source == GUIDE) | (source == STUDENT)):
       raise ValueError(f'add: source must be GUIDE ({GUIDE}) or STUDENT ({STUDENT}), got '
                        f'{np.unique(source).tolist()}')
@@ -72,6 +79,7 @@ class ReplayBuffer:
     for name, value in values.items():
       self._data[name][idx] = value[keep]
     self._source[idx] = source[keep]
+    self._done[idx] = done[keep]
     self.pointer = (self.pointer + n) % self.capacity
     self.size = min(self.size + n, self.capacity)
 
@@ -82,9 +90,48 @@ class ReplayBuffer:
     """Uniform sample with replacement: each field has leading axis `batch_size`."""
     return self._gather(self._indices((batch_size,), rng))
 
-  def sample_stacked(self, k: int, batch_size: int, rng: np.random.Generator) -> Transition:
-    """`k` batches in one index draw, fields shaped `(k, batch_size, ...)` for `update_n`."""
-    return self._gather(self._indices((k, batch_size), rng))
+  def sample_stacked(self, k: int, batch_size: int, rng: np.random.Generator,
+                     n_step: int = 1, discount: float = 1.0, stride: int = 1) -> Transition:
+    """`k` batches in one index draw, fields shaped `(k, batch_size, ...)` for `update_n`.
+
+    With `n_step` > 1 they are `NStepTransition`s (`n_step_transitions`); `stride` is the number
+    of envs whose transitions were added together each step (an env's next transition lies
+    `stride` entries later). `n_step` 1 draws and returns exactly what it always did.
+    """
+    idx = self._indices((k, batch_size), rng)
+    if n_step == 1:
+      return self._gather(idx)
+    return self.n_step_transitions(idx, n_step, discount, stride)
+
+  def n_step_transitions(self, idx: np.ndarray, n_step: int, discount: float,
+                         stride: int = 1) -> NStepTransition:
+    """The n-step transitions starting at the stored transitions `idx` (any shape).
+
+    From transition t of an env, steps t, t+1, ... are summed while the episode goes on (no
+    `done` before them) and they are stored (older than the newest entry), k <= n of them:
+    reward Σ_{i<k} γ^i r_{t+i} (cost alike), `next_obs` and `terminated` of step t+k−1, and
+    `discount` γ^k.
+    """
+    if n_step < 1 or stride < 1:
+      raise ValueError(f'n_step and stride must be >= 1, got {n_step}, {stride}')
+    oldest = self.pointer if self.size == self.capacity else 0
+    age = (idx - oldest) % self.capacity  # 0 for the oldest stored transition
+    reward = np.zeros(idx.shape, np.float32)
+    cost = np.zeros(idx.shape, np.float32)
+    scale = np.ones(idx.shape, np.float32)
+    alive = np.ones(idx.shape, bool)
+    last = idx
+    for j in range(n_step):
+      current = (idx + j * stride) % self.capacity
+      if j:
+        alive &= (age + j * stride < self.size) & ~self._done[last]
+      reward += np.where(alive, scale * self._data['reward'][current], 0.0)
+      cost += np.where(alive, scale * self._data['cost'][current], 0.0)
+      last = np.where(alive, current, last)
+      scale = np.where(alive, scale * np.float32(discount), scale)
+    return NStepTransition(obs=self._data['obs'][idx], action=self._data['action'][idx],
+                           reward=reward, cost=cost, next_obs=self._data['next_obs'][last],
+                           terminated=self._data['terminated'][last], discount=scale)
 
   def _indices(self, shape, rng: np.random.Generator) -> np.ndarray:
     if self.size == 0:
@@ -106,13 +153,15 @@ class ReplayBuffer:
     """Everything needed to rebuild the buffer exactly, as numpy arrays (copies)."""
     state = {name: value.copy() for name, value in self._data.items()}
     state['source'] = self._source.copy()
+    state['done'] = self._done.copy()
     state.update({key: np.asarray(getattr(self, key), np.int64) for key in _META_KEYS})
     return state
 
   @classmethod
   def from_state_dict(cls, state: Dict[str, np.ndarray], origin: str = 'state dict'
                       ) -> 'ReplayBuffer':
-    """Inverse of `to_state_dict`; inconsistent keys or shapes raise `ValueError`."""
+    """Inverse of `to_state_dict`; inconsistent keys or shapes raise `ValueError`. A state
+    without `done` (written before it was stored) takes `terminated` for it."""
     missing = [k for k in (*_FIELDS, 'source', *_META_KEYS) if k not in state]
     if missing:
       raise ValueError(f'{origin}: not a replay buffer, missing keys {missing}')
@@ -129,6 +178,8 @@ class ReplayBuffer:
     buffer = cls(obs.shape[1], action.shape[1], capacity)
     expected = {name: value.shape for name, value in buffer._data.items()}
     expected['source'] = (capacity,)
+    if 'done' in state:
+      expected['done'] = (capacity,)
     for name, shape in expected.items():
       if np.shape(state[name]) != shape:
         raise ValueError(f'{origin}: field {name!r} has shape {np.shape(state[name])}, '
@@ -136,25 +187,14 @@ class ReplayBuffer:
     for name in _FIELDS:
       buffer._data[name][...] = state[name]
     buffer._source[...] = state['source']
+    buffer._done[...] = state['done'] if 'done' in state else buffer._data['terminated'] != 0
     buffer.size, buffer.pointer = size, pointer
     return buffer
 
   def save(self, path: Union[str, os.PathLike]) -> None:
-    """Writes an uncompressed `.npz` atomically (temporary file, then `os.replace`)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.replay-', suffix='.tmp')
-    try:
-      with os.fdopen(fd, 'wb') as f:
-        np.savez(f, **self.to_state_dict())
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    """Writes an uncompressed `.npz` atomically (`gold_jax.files.atomic_open`)."""
+    with atomic_open(path, 'wb') as f:
+      np.savez(f, **self.to_state_dict())
 
   @classmethod
   def load(cls, path: Union[str, os.PathLike]) -> 'ReplayBuffer':

@@ -15,7 +15,6 @@ the problem.
 
 import dataclasses
 import os
-import tempfile
 import zipfile
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -23,16 +22,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
+from gold_jax.errors import DatasetError, MissingDatasetError
+from gold_jax.files import atomic_path
 from gold_jax.types import Transition
 
 FLOAT_KEYS = ('observations', 'next_observations', 'actions', 'rewards', 'costs')
 FLAG_KEYS = ('terminals', 'timeouts')
 KEYS = FLOAT_KEYS + FLAG_KEYS
 HDF5_SUFFIXES = ('.hdf5', '.h5')
-
-
-class DatasetError(ValueError):
-  """A dataset file or episode list that cannot be used; the message names the problem."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,14 +199,11 @@ class TrajectoryDataset:
     """Writes `.hdf5`/`.h5` (DSRL layout) or `.npz`; atomic (temporary file, then rename)."""
     path = os.fspath(path)
     is_hdf5 = _is_hdf5(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix=os.path.basename(path))
-    try:
-      with os.fdopen(fd, 'wb') as f:
-        if not is_hdf5:
+    with atomic_path(path) as tmp:
+      if not is_hdf5:
+        with open(tmp, 'wb') as f:
           np.savez(f, task=np.array(self.task), **{k: getattr(self, k) for k in KEYS})
-      if is_hdf5:
+      else:
         with h5py.File(tmp, 'w') as f:
           for key in KEYS:
             value = getattr(self, key)
@@ -219,18 +213,13 @@ class TrajectoryDataset:
           f.attrs['act_dim'] = self.act_dim
           for name, value in self.summary().items():
             f.attrs[name] = value
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
 
   @classmethod
   def load(cls, path: str) -> 'TrajectoryDataset':
     """Reads and validates a `.hdf5`/`.h5` or `.npz` file (extra keys are ignored)."""
     path = os.fspath(path)
     if not os.path.exists(path):
-      raise FileNotFoundError(f'{path}: no such dataset file')
+      raise MissingDatasetError(f'{path}: no such dataset file')
     try:
       if _is_hdf5(path):
         with h5py.File(path, 'r') as f:

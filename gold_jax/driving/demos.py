@@ -10,15 +10,14 @@ Scenario files are read one at a time.
 
 import dataclasses
 import logging
-import os
 import pathlib
-import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from gold_jax.driving import tracking
 from gold_jax.envs import metadrive as md
+from gold_jax.files import atomic_open
 
 Episode = Dict[str, np.ndarray]
 TASK = 'MetaDrive-Waymo'  # The registry task whose observations these are.
@@ -160,17 +159,9 @@ def extract_demos(data_dir, indices: Optional[Iterable[int]] = None,
 
 
 def atomic_savez(path, **arrays) -> None:
-  """`np.savez` to a temporary file beside `path`, then an atomic rename."""
-  path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(prefix='.' + path.name + '.', suffix='.npz', dir=path.parent)
-  os.close(fd)
-  try:
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """`np.savez` to `path`, atomically (`gold_jax.files.atomic_open`)."""
+  with atomic_open(path, 'wb') as f:
+    np.savez(f, **arrays)
 
 
 def save_episode(path, episode: Episode) -> None:

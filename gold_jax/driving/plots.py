@@ -4,14 +4,14 @@ Coordinates follow MetaDrive's `ScenarioEnv`: with `centre=True` everything is s
 ego starts at the origin, the frame in which `ego.position` (and `demos` `ego_xy`) is measured.
 """
 
-import os
 import pathlib
-import tempfile
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from gold_jax.files import atomic_path
 
 AGENT_COLOURS = {'VEHICLE': '#7f8fa6', 'PEDESTRIAN': '#44bd32', 'CYCLIST': '#e1a03a'}
 PATH_COLOURS = ('#e84118', '#8c7ae6', '#00a8ff', '#fbc531')
@@ -94,14 +94,6 @@ def plot_scenario(scenario: Dict[str, Any], out_path,
 
 def _save(fig: Figure, out_path) -> pathlib.Path:
   out_path = pathlib.Path(out_path)
-  out_path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.' + out_path.name + '.', suffix='.png', dir=out_path.parent)
-  os.close(fd)
-  try:
+  with atomic_path(out_path) as tmp:
     fig.savefig(tmp, format='png')
-    os.replace(tmp, out_path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
   return out_path

@@ -6,8 +6,9 @@
 and MetaDrive's logging quiet. Actions are `[steering, throttle_brake]` in `[-1, 1]^2`; `info`
 carries `cost`, `arrive_dest`, `crash`, `out_of_road` and `route_completion`.
 
-MetaDrive allows one simulator per process: close an env before making the next, and use
-processes for parallel envs.
+MetaDrive allows one simulator per process: close an env before making the next (a second one
+raises `gold_jax.errors.EnvError` saying so), and use processes for parallel envs
+(`make_vec(task, n, asynchronous=True)`).
 """
 
 import logging
@@ -21,6 +22,7 @@ import gymnasium
 import numpy as np
 
 from gold_jax.envs import metadrive_assets
+from gold_jax.errors import EnvError
 
 KINDS = ('safe', 'waymo')
 DATA_DIR_ENV = 'GOLD_WOMD_DIR'
@@ -154,6 +156,18 @@ class ScenarioSampler(gymnasium.Wrapper):
     return self.env.reset(seed=int(index))
 
 
+def check_no_engine() -> None:
+  """Raises `EnvError` naming the fix when this process already runs a MetaDrive simulator
+  (MetaDrive itself would stop a second env with an assertion about its engine)."""
+  from metadrive.engine import engine_utils  # pylint: disable=import-outside-toplevel
+  if engine_utils.engine_initialized():
+    raise EnvError(
+        'a MetaDrive env is already open in this process, and MetaDrive runs one simulator '
+        'per process',
+        hint='close() the first env before making the next, or run copies in their own '
+             'processes: gold_jax.envs.make_vec(task, n, asynchronous=True)')
+
+
 def make_metadrive(kind: str, seed: int = 0, **options) -> gymnasium.Env:
   """Builds a headless MetaDrive env of `kind` ("safe" or "waymo").
 
@@ -179,6 +193,7 @@ def make_metadrive(kind: str, seed: int = 0, **options) -> gymnasium.Env:
   config.update(options)
 
   metadrive_assets.ensure_assets(_logger)
+  check_no_engine()
   if kind == 'waymo':
     from metadrive.envs.scenario_env import ScenarioEnv  # pylint: disable=import-outside-toplevel
     env = ScenarioEnv(config)

@@ -37,6 +37,7 @@ import re
 from typing import Dict, List
 
 from gold_jax.envs.core import SafeEnv, TaskSpec
+from gold_jax.errors import TaskError
 
 SAFETY_GYMNASIUM = 'safety_gymnasium'
 BULLET = 'bullet_safety_gym'
@@ -77,10 +78,10 @@ def get_spec(task: str) -> TaskSpec:
   """Resolves a task name or simulator id to its `TaskSpec`.
 
   Raises:
-    ValueError: unknown task; the message lists the known ones.
+    TaskError (a ValueError): unknown task; the message lists the known ones.
   """
   if not isinstance(task, str):
-    raise ValueError(f'task must be a string, got {type(task).__name__}')
+    raise TaskError(f'task must be a string, got {type(task).__name__}')
   if task in TASKS:
     return TASKS[task]
   for spec in TASKS.values():
@@ -90,8 +91,9 @@ def get_spec(task: str) -> TaskSpec:
     return TaskSpec(task, task, SAFETY_GYMNASIUM, None, 25.0, False)
   if _BULLET_ID.fullmatch(task):
     return TaskSpec(task, task, BULLET, None, 10.0, False)
-  raise ValueError(f'unknown task {task!r}; known tasks: {", ".join(TASKS)} (or a '
-                   'safety-gymnasium / bullet-safety-gym id such as SafetyPointGoal1-v0)')
+  raise TaskError(f'unknown task {task!r}; known tasks: {", ".join(TASKS)} (or a '
+                  'safety-gymnasium / bullet-safety-gym id such as SafetyPointGoal1-v0)',
+                  hint='pass one of the known task names, e.g. --task=Car-Circle')
 
 
 def make(task: str, seed: int = 0, **options) -> SafeEnv:

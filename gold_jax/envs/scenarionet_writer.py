@@ -7,14 +7,13 @@ its ego track serves as a "human log" whose ground truth is known to be drivable
 """
 
 import logging
-import os
 import pathlib
 import pickle
-import tempfile
 from typing import List
 
 from gold_jax.envs import metadrive as md
 from gold_jax.envs import metadrive_assets
+from gold_jax.files import atomic_open
 
 DATASET_NAME = 'gold_procedural'
 DATASET_VERSION = 'v0'
@@ -23,17 +22,9 @@ _logger = logging.getLogger(__name__)
 
 
 def atomic_pickle(obj, path) -> None:
-  """Pickles `obj` to a temporary file beside `path`, then renames it into place."""
-  path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(prefix='.' + path.name + '.', dir=path.parent)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """Pickles `obj` to `path`, atomically (`gold_jax.files.atomic_open`)."""
+  with atomic_open(path, 'wb') as f:
+    pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def write_procedural_scenarios(out_dir, num_scenarios: int, seed: int = 0, horizon: int = 150,
