@@ -3,10 +3,10 @@ r"""Trains an expert with SAC-Lagrangian and records its demonstrations.
   python -m experiments.collect --task=Car-Circle --expert_steps=100000 --episodes=50 \
       --workdir=runs/cc/expert
 
-1. The expert (`gold_jax.agents.sac`) learns online: `--expert=sac_lag` adapts the cost
-   multiplier (PID Lagrangian by default) to its measured training-episode cost, aiming at
-   `--cost_target` times the budget kappa; `--expert=sac_shaped` keeps lambda = `--cost_coef`
-   fixed (reward shaping r - lambda c). The loop is `gold_jax.loop.GuidedLoop` with no guide,
+1. The expert (`gold_jax.agents.sac`) learns online: `--lambda_rule=pid` (the default) or
+   `lagrange` adapts the cost multiplier to its measured training-episode cost, aiming at
+   `--cost_target` times the budget kappa; `--lambda_rule=fixed` keeps lambda = `--cost_coef`
+   (reward shaping r - lambda c). The loop is `gold_jax.loop.GuidedLoop` with no guide,
    `utd * train_every` updates fused per `update_n` call.
    Every `--eval_every` env steps, and at the end, the expert plays `--eval_episodes` validation
    episodes (`gold_jax.protocol.validation_seed`). The kept expert (`best_expert/`) is the
@@ -41,7 +41,7 @@ from gold_jax import episodes as episodes_lib
 from gold_jax import jsrl
 from gold_jax import protocol
 from gold_jax import logger as logger_lib
-from gold_jax.agents import sac
+from gold_jax.agents import lagrange, sac
 from gold_jax.data.replay import ReplayBuffer
 from gold_jax.data.trajectories import TrajectoryDataset
 from gold_jax.evaluation import evaluate, evaluate_set
@@ -51,7 +51,6 @@ from gold_jax.launch import check_same_config, env_options, save_json
 from gold_jax.loop import GuidedLoop, LoopCheckpoints, LoopConfig
 from gold_jax.policies import MLPPolicy, uncommitted
 
-EXPERTS = ('sac_lag', 'sac_shaped')
 NOISES = ('gaussian', 'random')
 DATASET_FORMATS = ('hdf5', 'npz')
 
@@ -59,7 +58,6 @@ DATASET_FORMATS = ('hdf5', 'npz')
 @dataclasses.dataclass(frozen=True)
 class Config:
   task: str = 'Car-Circle'  # Task name of `gold_jax.envs` (or a simulator id).
-  expert: str = 'sac_lag'  # 'sac_lag' (learned lambda vs kappa) or 'sac_shaped' (fixed lambda).
   expert_steps: int = 100_000  # Env steps of expert training.
   hidden_dims: Tuple[int, ...] = (256, 256)  # Expert actor and critic MLPs.
   batch_size: int = 256  # Transitions per update.
@@ -67,15 +65,16 @@ class Config:
   train_every: int = 50  # Env steps between fused `update_n` calls (utd * train_every updates).
   learning_starts: int = 5_000  # Env steps before the first update.
   replay_capacity: int = 1_000_000  # Replay buffer size (capped at expert_steps).
-  cost_coef: float = 0.0  # sac_shaped: the fixed lambda; sac_lag: the initial lambda.
-  cost_limit: Optional[float] = None  # sac_lag: per-episode budget; None: the task's kappa.
-  cost_target: float = 0.6  # sac_lag: lambda aims the training-episode cost at this share of kappa.
-  lambda_method: str = 'pid'  # sac_lag: lambda rule, 'pid' (PID Lagrangian) or 'lagrange' (Adam).
-  lambda_lr: float = 0.05  # sac_lag: Adam step size of lambda per update ('lagrange' rule).
-  pid_kp: float = 0.1  # sac_lag 'pid': proportional gain (on episode costs).
-  pid_ki: float = 0.01  # sac_lag 'pid': integral gain (once per finished episode).
-  pid_kd: float = 0.05  # sac_lag 'pid': derivative gain.
-  error_clip: float = 1.0  # sac_lag: lambda sees the cost error clipped to +-error_clip * kappa.
+  lambda_rule: str = 'pid'  # lambda: 'pid' (PID Lagrangian), 'lagrange' (Adam ascent), both on
+                           # the measured episode cost, or 'fixed' (= cost_coef: r - lambda c).
+  cost_coef: float = 0.0  # The fixed lambda, or the adapted lambda's initial value.
+  cost_limit: Optional[float] = None  # adapted lambda: per-episode budget; None: the task's kappa.
+  cost_target: float = 0.6  # adapted lambda: lambda aims the training-episode cost at this share of kappa.
+  lambda_lr: float = 0.05  # adapted lambda: Adam step size of lambda per update ('lagrange' rule).
+  pid_kp: float = 0.1  # 'pid' rule: proportional gain (on episode costs).
+  pid_ki: float = 0.01  # 'pid' rule: integral gain (once per finished episode).
+  pid_kd: float = 0.05  # 'pid' rule: derivative gain.
+  error_clip: float = 1.0  # adapted lambda: lambda sees the cost error clipped to +-error_clip * kappa.
   num_envs: int = 1  # Env copies stepped together.
   log_every: int = 5_000  # Env steps between training-metric rows (and checkpoints).
   eval_every: int = 5_000  # Env steps between validations of the expert (0: only at the end).
@@ -104,8 +103,9 @@ _RESUMABLE = ('episodes', 'noise_fraction', 'noise', 'noise_std', 'dataset_forma
 
 def validate(config: Config) -> None:
   """Raises ValueError for a flag that cannot work, before anything is built."""
-  if config.expert not in EXPERTS:
-    raise ValueError(f'--expert must be one of {EXPERTS}, got {config.expert!r}')
+  if config.lambda_rule not in lagrange.LAMBDA_RULES:
+    raise ValueError(f'--lambda_rule must be one of {lagrange.LAMBDA_RULES}, got '
+                     f'{config.lambda_rule!r}')
   if config.noise not in NOISES:
     raise ValueError(f'--noise must be one of {NOISES}, got {config.noise!r}')
   if config.dataset_format not in DATASET_FORMATS:
@@ -134,9 +134,9 @@ def validate(config: Config) -> None:
 def expert_config(config: Config, spec) -> sac.Config:
   """SAC-Lagrangian config of the expert; the task gives kappa and the episode length."""
   cost_limit = spec.cost_threshold if config.cost_limit is None else config.cost_limit
-  return sac.Config(hidden_dims=tuple(config.hidden_dims), lagrangian=config.expert == 'sac_lag',
+  return sac.Config(hidden_dims=tuple(config.hidden_dims), lambda_rule=config.lambda_rule,
                     cost_coef=config.cost_coef, cost_limit=float(cost_limit),
-                    cost_target=config.cost_target, lambda_method=config.lambda_method,
+                    cost_target=config.cost_target, 
                     lambda_lr=config.lambda_lr, pid_kp=config.pid_kp, pid_ki=config.pid_ki,
                     pid_kd=config.pid_kd, error_clip=config.error_clip)
 
@@ -365,8 +365,6 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   d, kw = Config(), {'flag_values': fv}
   flags.DEFINE_string('task', d.task, 'Task name (gold_jax.envs).', **kw)
-  flags.DEFINE_enum('expert', d.expert, EXPERTS,
-                    'sac_lag: SAC-Lagrangian; sac_shaped: SAC on r - cost_coef * c.', **kw)
   flags.DEFINE_integer('expert_steps', d.expert_steps, 'Env steps of expert training.', **kw)
   flags.DEFINE_list('hidden_dims', [str(h) for h in d.hidden_dims], 'Expert MLP widths.', **kw)
   flags.DEFINE_integer('batch_size', d.batch_size, 'Transitions per update.', **kw)
@@ -375,18 +373,19 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                        'Env steps between fused update_n calls.', **kw)
   flags.DEFINE_integer('learning_starts', d.learning_starts, 'Env steps before updates.', **kw)
   flags.DEFINE_integer('replay_capacity', d.replay_capacity, 'Replay buffer size.', **kw)
-  flags.DEFINE_float('cost_coef', d.cost_coef, 'Fixed (sac_shaped) or initial lambda.', **kw)
-  flags.DEFINE_float('cost_limit', None, 'sac_lag cost budget (default: the task\'s).', **kw)
+  flags.DEFINE_float('cost_coef', d.cost_coef, 'The fixed lambda, or the initial adapted one.', **kw)
+  flags.DEFINE_float('cost_limit', None, 'Episode cost budget kappa (default: the task\'s).', **kw)
   flags.DEFINE_float('cost_target', d.cost_target,
-                     'sac_lag: lambda aims the episode cost at this share of kappa.', **kw)
-  flags.DEFINE_enum('lambda_method', d.lambda_method, ('lagrange', 'pid'),
-                    'sac_lag: update rule of lambda.', **kw)
-  flags.DEFINE_float('lambda_lr', d.lambda_lr, 'sac_lag: step size of lambda.', **kw)
-  flags.DEFINE_float('pid_kp', d.pid_kp, 'sac_lag pid: proportional gain.', **kw)
-  flags.DEFINE_float('pid_ki', d.pid_ki, 'sac_lag pid: integral gain.', **kw)
-  flags.DEFINE_float('pid_kd', d.pid_kd, 'sac_lag pid: derivative gain.', **kw)
+                     'adapted lambda: lambda aims the episode cost at this share of kappa.', **kw)
+  flags.DEFINE_enum('lambda_rule', d.lambda_rule, lagrange.LAMBDA_RULES,
+                    'lambda: fixed (cost_coef), or adapted to the episode cost (lagrange, pid).',
+                    **kw)
+  flags.DEFINE_float('lambda_lr', d.lambda_lr, 'adapted lambda: step size of lambda.', **kw)
+  flags.DEFINE_float('pid_kp', d.pid_kp, 'pid rule: proportional gain.', **kw)
+  flags.DEFINE_float('pid_ki', d.pid_ki, 'pid rule: integral gain.', **kw)
+  flags.DEFINE_float('pid_kd', d.pid_kd, 'pid rule: derivative gain.', **kw)
   flags.DEFINE_float('error_clip', d.error_clip,
-                     'sac_lag: clip of the cost error seen by lambda, in units of kappa.', **kw)
+                     'adapted lambda: clip of the cost error seen by lambda, in units of kappa.', **kw)
   flags.DEFINE_integer('num_envs', d.num_envs, 'Env copies stepped together.', **kw)
   flags.DEFINE_integer('log_every', d.log_every, 'Env steps between logs/checkpoints.', **kw)
   flags.DEFINE_integer('eval_every', d.eval_every,

@@ -143,7 +143,7 @@ def stage_configs(config: Config, workdir: str):
   length = None if config.scale == 'default' else b.max_episode_steps
   common = dict(seed=config.seed, progress=config.progress)
   expert = collect.Config(
-      task=config.task, expert='sac_lag', expert_steps=b.expert_steps,
+      task=config.task, expert_steps=b.expert_steps,
       hidden_dims=b.expert_hidden, batch_size=b.expert_batch, utd=b.expert_utd,
       learning_starts=b.expert_learning_starts, episodes=b.episodes,
       log_every=max(b.expert_steps // 10, 1), max_episode_steps=length, tensorboard=False,

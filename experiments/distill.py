@@ -28,7 +28,7 @@ import jax
 import tqdm
 
 from gold_jax import envs, jsrl, launch
-from gold_jax.agents import cvpo, iql
+from gold_jax.agents import cvpo, iql, lagrange
 from gold_jax.data.replay import ReplayBuffer
 from gold_jax import protocol
 from gold_jax.evaluation import evaluate, evaluate_set
@@ -40,7 +40,6 @@ from gold_jax.policies import MLPPolicy, init_state, load_guide, read_guide_meta
 GUIDES = ('dt', 'bc', 'none')
 BACKBONES = {'iql': iql, 'cvpo': cvpo}
 SCHEDULES = ('horizon', 'auto', 'prob')
-LAMBDA_RULES = ('fixed', 'lagrange', 'pid')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +78,9 @@ class Config:
   final_eval_episodes: int = 10  # Episodes of the final evaluation (the reported numbers);
                                  # recorded-scenario tasks play every held-out scenario once.
   cost_coef: float = 1.0  # IQL: lambda of the shaped reward r - lambda c (initial if adapted).
-  iql_lambda: str = 'fixed'  # IQL lambda: 'fixed' (cost_coef, the paper), or adapted against
-                             # kappa from the student's own episode costs: 'lagrange' or 'pid'
-                             # (gold_jax.agents.lagrange).
+  lambda_rule: str = 'fixed'  # IQL lambda: 'fixed' (cost_coef, the paper), or adapted against
+                              # kappa from the student's own episode costs: 'lagrange' or 'pid'
+                              # (gold_jax.agents.lagrange).
   hidden_dims: Tuple[int, ...] = (256, 256)  # Student MLP (2x256; smaller only in tests).
   max_episode_steps: Optional[int] = None  # Episode length override (tests); None: the task's.
   env_options: Optional[Dict[str, Any]] = None  # Extra `envs.make` options (e.g. MetaDrive's
@@ -129,19 +128,18 @@ def validate(config: Config) -> None:
     raise ValueError(f'--prob_p0 must be a probability, got {config.prob_p0}')
   if config.cost_coef < 0:
     raise ValueError(f'--cost_coef must be >= 0, got {config.cost_coef}')
-  if config.iql_lambda not in LAMBDA_RULES:
-    raise ValueError(f'--iql_lambda must be one of {LAMBDA_RULES}, got {config.iql_lambda!r}')
+  if config.lambda_rule not in lagrange.LAMBDA_RULES:
+    raise ValueError(f'--lambda_rule must be one of {lagrange.LAMBDA_RULES}, got '
+                     f'{config.lambda_rule!r}')
 
 
 def learner_config(config: Config, spec):
   """The student's learner config; the task gives the cost limit and the episode length."""
   hidden = tuple(config.hidden_dims)
   if config.backbone == 'iql':
-    adapted = config.iql_lambda != 'fixed'
     return iql.Config(hidden_dims=hidden, actor_loss=config.iql_actor,
                       cost_coef=config.cost_coef, cost_limit=spec.cost_threshold,
-                      adaptive_lambda=adapted,
-                      lambda_method=config.iql_lambda if adapted else 'lagrange')
+                      lambda_rule=config.lambda_rule)
   return cvpo.preset(config.cvpo_preset, hidden_dims=hidden,
                      cost_limit_start=spec.cost_threshold, cost_limit_end=spec.cost_threshold,
                      episode_len=spec.max_episode_steps)
@@ -419,7 +417,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('final_eval_episodes', d.final_eval_episodes,
                        'Episodes of the final evaluation (the reported numbers).', **kw)
   flags.DEFINE_float('cost_coef', d.cost_coef, 'IQL: lambda of r - lambda c.', **kw)
-  flags.DEFINE_enum('iql_lambda', d.iql_lambda, LAMBDA_RULES,
+  flags.DEFINE_enum('lambda_rule', d.lambda_rule, lagrange.LAMBDA_RULES,
                     'IQL lambda: fixed (cost_coef) or adapted to the student\'s episode cost.',
                     **kw)
   flags.DEFINE_integer('seed', d.seed, 'Random seed.', **kw)

@@ -60,7 +60,7 @@ class Config:
   max_retries: int = 3
   report_only: bool = False  # Only write the table from the runs that finished.
   dt_cost_token: bool = False  # DT guides also condition on the cost-to-go (target: kappa).
-  iql_lambda: str = 'fixed'  # IQL students' lambda: 'fixed' or adapted ('lagrange', 'pid').
+  lambda_rule: str = 'fixed'  # IQL students' lambda: 'fixed' or adapted ('lagrange', 'pid').
 
 
 def _scale(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
@@ -124,7 +124,7 @@ def _finish(path: str, result: Dict[str, Any], started: float) -> Dict[str, Any]
 
 
 def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = '',
-         dt_cost_token: bool = False, iql_lambda: str = 'fixed') -> Dict:
+         dt_cost_token: bool = False, lambda_rule: str = 'fixed') -> Dict:
   """One run in its own process; returns its result or {'error': ...}."""
   logging.set_verbosity(logging.WARNING)
   base = os.path.join(root, task, f'seed{seed}')
@@ -169,7 +169,7 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
       # CVPO that stays within the budget on Car-Circle (docs/results/cvpo.md).
       run_overrides['cvpo_preset'] = 'fsrl'
     if backbone == 'iql':
-      run_overrides['iql_lambda'] = iql_lambda
+      run_overrides['lambda_rule'] = lambda_rule
     config = distill.Config(task=task, seed=seed, guide=guide, guide_ckpt=ckpt,
                             backbone=backbone, **run_overrides, **_scenario_options(task))
     summary = distill.train_and_evaluate(config, path)
@@ -229,7 +229,7 @@ def _plan(config: Config, workdir: str) -> List[Tuple[str, Tuple, Tuple[str, ...
       guide = DISTILL_METHODS[m][0]
       plan.append((f'{t}/seed{s}/{_stage_of(m)}',
                    (_stage_of(m), t, s, config.scale, workdir, m, config.dt_cost_token,
-                    config.iql_lambda),
+                    config.lambda_rule),
                    (f'{t}/seed{s}/{guide}',) if guide != 'none' else ()))
   return plan
 
@@ -309,12 +309,12 @@ def _check_sweep_settings(config: Config, workdir: str) -> None:
   would reuse runs made with these, so it is refused (`sweep.json` records them)."""
   path = os.path.join(workdir, 'sweep.json')
   current = {'scale': config.scale, 'dt_cost_token': config.dt_cost_token,
-             'iql_lambda': config.iql_lambda, 'eval_protocol': protocol.VERSION}
+             'lambda_rule': config.lambda_rule, 'eval_protocol': protocol.VERSION}
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
     # Of sweeps that lack a key; a sweep scored under an older protocol is refused.
-    defaults = {'dt_cost_token': False, 'iql_lambda': 'fixed', 'eval_protocol': 1}
+    defaults = {'dt_cost_token': False, 'lambda_rule': 'fixed', 'eval_protocol': 1}
     saved = {k: saved.get(k, defaults.get(k)) for k in current}
     differ = sorted(k for k in current if saved[k] != current[k])
     if differ:
@@ -465,7 +465,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_bool('report_only', d.report_only, 'Only write the table of finished runs.', **kw)
   flags.DEFINE_bool('dt_cost_token', d.dt_cost_token,
                     'DT guides also condition on the cost-to-go (target: the task\'s kappa).', **kw)
-  flags.DEFINE_enum('iql_lambda', d.iql_lambda, ('fixed', 'lagrange', 'pid'),
+  flags.DEFINE_enum('lambda_rule', d.lambda_rule, ('fixed', 'lagrange', 'pid'),
                     'IQL students: fixed lambda, or adapted against kappa by a cost critic.', **kw)
   flags.DEFINE_string('workdir', 'runs/table1', 'Sweep directory.', **kw)
 
@@ -481,7 +481,7 @@ def main(argv):
                     methods=tuple(f.methods), scale=f.scale, workers=f.workers,
                     **{k: f[k].value for k in sweep.EXECUTOR_FIELDS if k != 'workers'},
                     report_only=f.report_only, dt_cost_token=f.dt_cost_token,
-                    iql_lambda=f.iql_lambda)
+                    lambda_rule=f.lambda_rule)
     run(config, f.workdir)
   except ValueError as e:
     raise app.UsageError(str(e)) from e

@@ -13,7 +13,7 @@ Every `train_every` env steps the learner makes `k = utd * train_every` updates 
 `update_n` call on `k` batches sampled at once, so the update-to-data ratio is `utd`.
 
 A learner with an adaptive cost multiplier (`learner.adapts_lambda(config)`: SAC-Lagrangian,
-IQL with `adaptive_lambda`) gets λ from measured costs, as PID-Lagrangian implementations do:
+IQL with `lambda_rule` 'lagrange' or 'pid') gets λ from measured costs, as PID-Lagrangian implementations do:
 per finished episode the loop records the cost incurred on the student's steps and their number,
 and after an `update_n` call that follows newly finished episodes it calls
 `learner.update_lambda(state, episode_cost)`, where `episode_cost` is the student's cost per own

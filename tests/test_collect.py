@@ -58,8 +58,8 @@ def test_noisy_episodes_fraction():
 
 
 def test_validation_errors():
-  with pytest.raises(ValueError, match='--expert'):
-    collect.validate(_tiny(expert='ppo'))
+  with pytest.raises(ValueError, match='--lambda_rule'):
+    collect.validate(_tiny(lambda_rule='ppo'))
   with pytest.raises(ValueError, match='noise_fraction'):
     collect.validate(_tiny(noise_fraction=1.5))
   with pytest.raises(ValueError, match='train_every'):
@@ -118,7 +118,7 @@ def test_collect_bullet_end_to_end_and_resume(tmp_path, capsys):
 
 
 def test_collect_safety_gymnasium_npz(tmp_path):
-  config = _tiny(task='Point-Goal', expert='sac_shaped', cost_coef=1.0, expert_steps=30,
+  config = _tiny(task='Point-Goal', lambda_rule='fixed', cost_coef=1.0, expert_steps=30,
                  learning_starts=20, log_every=30, dataset_format='npz', noise='gaussian')
   workdir = str(tmp_path / 'pg')
   summary = collect.run(config, workdir)
@@ -126,7 +126,7 @@ def test_collect_safety_gymnasium_npz(tmp_path):
   dataset = _check_run(workdir, config, summary)
   with envs.make('Point-Goal') as env:
     assert dataset.obs_dim == env.obs_dim
-  assert summary['lambda'] == pytest.approx(1.0)  # sac_shaped keeps lambda fixed.
+  assert summary['lambda'] == pytest.approx(1.0)  # A fixed rule keeps lambda.
 
 
 def test_rank_prefers_safe_experts_by_reward_then_low_cost():
@@ -150,7 +150,10 @@ def _scripted_evaluate(validations, final):
             prefix + 'cost_mean': cost, prefix + 'cost_std': 0.0,
             prefix + 'episode_length': 20.0}
 
-  return fake, calls
+  def fake_set(policy, env, eval_set, num_episodes=None, prefix='evaluation/'):
+    return fake(policy, env, eval_set.episodes, eval_set.reset_seeds[0], prefix)
+
+  return fake, fake_set, calls
 
 
 @pytest.mark.parametrize('validations, kept, safe', [
@@ -161,8 +164,9 @@ def test_collect_keeps_the_best_safe_expert_and_warns_when_unsafe(
     tmp_path, capsys, monkeypatch, validations, kept, safe):
   from gold_jax import protocol
   final = (6.0, 0.5) if safe else (6.0, 3.0)
-  fake, calls = _scripted_evaluate(validations, final)
+  fake, fake_set, calls = _scripted_evaluate(validations, final)
   monkeypatch.setattr(collect, 'evaluate', fake)
+  monkeypatch.setattr(collect, 'evaluate_set', fake_set)
   config = _tiny(expert_steps=90, eval_every=30, cost_limit=1.0, eval_episodes=4,
                  final_episodes=12)
   workdir = str(tmp_path / 'expert')

@@ -161,8 +161,8 @@ def test_pipelined_run_with_a_dt_guide(tmp_path, guides):
 
 @pytest.mark.parametrize('rule', ['lagrange', 'pid'])
 def test_adapted_lambda_follows_the_students_episode_cost(tmp_path, rule):
-  config = dataclasses.replace(TINY, guide='none', iql_lambda=rule, cost_coef=0.5)
-  assert distill.learner_config(config, envs.get_spec('Car-Circle')).adaptive_lambda
+  config = dataclasses.replace(TINY, guide='none', lambda_rule=rule, cost_coef=0.5)
+  assert distill.learner_config(config, envs.get_spec('Car-Circle')).lambda_rule == rule
   distill.train_and_evaluate(config, str(tmp_path))
   rows = _rows(str(tmp_path))
   assert np.all(np.isfinite(rows['training/student_episode_cost'][1:]))
@@ -282,7 +282,7 @@ def test_bad_configs_fail_before_any_rollout(tmp_path, guides, monkeypatch):
       (dict(guide_steps=(10, -1, 0)), '>= 0'),
       (dict(guide_steps=()), 'empty'),
       (dict(utd=0.0), 'utd'),
-      (dict(iql_lambda='dual'), 'iql_lambda'),
+      (dict(lambda_rule='dual'), 'lambda_rule'),
       (dict(guide='dt'), 'guide_ckpt'),
       (dict(guide='dt', guide_ckpt=guides[('dt', 'Point-Goal')]), 'obs_dim=60'),
       (dict(guide='dt', guide_ckpt=guides[('bc', 'Car-Circle')]), "'bc' guide"),

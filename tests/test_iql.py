@@ -80,7 +80,7 @@ CONFIGS = {
     'sac': dataclasses.replace(SMALL, actor_loss='sac'),
     # Adaptive λ aiming at an episode cost of κ = 5.
     'awr_cost': dataclasses.replace(
-        SMALL, adaptive_lambda=True, cost_coef=0.5, discount=0.5, cost_limit=5.0,
+        SMALL, lambda_rule='lagrange', cost_coef=0.5, discount=0.5, cost_limit=5.0,
         lambda_lr=0.1),
 }
 K = 3
@@ -108,7 +108,7 @@ def test_shapes_dtypes_and_finite(name):
   chex.assert_shape(state.critic.v_params['MLP_0']['Dense_0']['kernel'], (OBS_DIM, 32))
   chex.assert_shape(state.critic.q_params['VmapStateActionValue_0']['MLP_0']['Dense_0']['kernel'],
                     (2, OBS_DIM + ACT_DIM, 32))
-  assert (state.multiplier is not None) == config.adaptive_lambda
+  assert (state.multiplier is not None) == (config.lambda_rule != 'fixed')
   assert (state.log_alpha is not None) == (config.actor_loss == 'sac')
   for obs, shape in ((jnp.zeros(OBS_DIM), (ACT_DIM,)), (jnp.zeros((7, OBS_DIM)), (7, ACT_DIM))):
     for deterministic in (True, False):

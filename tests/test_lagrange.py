@@ -47,13 +47,13 @@ def test_cvpo_uses_the_same_threshold():
 def test_init_validates():
   with pytest.raises(ValueError, match='>= 0'):
     lagrange.init(-0.5)
-  with pytest.raises(ValueError, match='method'):
-    lagrange.init(0.0, lagrange.Config(method='sgd'))
+  with pytest.raises(ValueError, match='rule'):
+    lagrange.init(0.0, lagrange.Config(rule='sgd'))
 
 
 @pytest.mark.parametrize('method', ['lagrange', 'pid'])
 def test_rises_above_limit_and_falls_to_zero_below(method):
-  config = lagrange.Config(method=method, lr=0.05, kp=0.1, ki=0.05, kd=0.0)
+  config = lagrange.Config(rule=method, lr=0.05, kp=0.1, ki=0.05, kd=0.0)
   multiplier = lagrange.init(0.0, config)
   multiplier, rising = _run(multiplier, [3.0] * 50, 1.0, config)  # Estimate above the limit.
   assert np.all(np.diff(rising) >= 0) and rising[-1] > 1.0
@@ -65,7 +65,7 @@ def test_rises_above_limit_and_falls_to_zero_below(method):
 
 
 def test_lagrange_first_step_is_adam_sign_step():
-  config = lagrange.Config(method='lagrange', lr=0.01)
+  config = lagrange.Config(rule='lagrange', lr=0.01)
   m0 = lagrange.init(0.5, config)
   up, metrics = lagrange.update(m0, jnp.float32(4.0), 1.0, config)
   down, _ = lagrange.update(m0, jnp.float32(0.0), 1.0, config)
@@ -76,7 +76,7 @@ def test_lagrange_first_step_is_adam_sign_step():
 
 
 def test_pid_hand_computed():
-  config = lagrange.Config(method='pid', kp=0.5, ki=0.1, kd=0.2, max_value=10.0)
+  config = lagrange.Config(rule='pid', kp=0.5, ki=0.1, kd=0.2, max_value=10.0)
   m = lagrange.init(1.0, config)  # Integral starts at λ0 / K_i = 10.
   np.testing.assert_allclose(m.integral, 10.0)
   # e = 2: I = 12, D = max(0, 2 - 0) = 2 -> λ = 0.5*2 + 0.1*12 + 0.2*2 = 2.6.
@@ -92,7 +92,7 @@ def test_pid_hand_computed():
 
 @pytest.mark.parametrize('method', ['lagrange', 'pid'])
 def test_max_error_bounds_the_step_after_a_cost_burst(method):
-  config = lagrange.Config(method=method, lr=0.1, kp=0.1, ki=0.1, kd=0.0)
+  config = lagrange.Config(rule=method, lr=0.1, kp=0.1, ki=0.1, kd=0.0)
   clipped, metrics = lagrange.update(lagrange.init(0.0, config), jnp.float32(100.0), 1.0, config,
                                      max_error=2.0)
   same, _ = lagrange.update(lagrange.init(0.0, config), jnp.float32(3.0), 1.0, config)

@@ -381,8 +381,8 @@ def test_no_lambda_update_without_student_steps_or_an_adaptive_learner():
 def test_iql_lambda_tracks_the_student_not_the_guide(method):
   import jax
   from gold_jax.agents import iql
-  config = iql.Config(hidden_dims=(8, 8), adaptive_lambda=True, cost_coef=0.5, cost_limit=1.0,
-                      lambda_method=method, lambda_lr=0.1, pid_kp=0.1, pid_ki=0.1, pid_kd=0.0)
+  config = iql.Config(hidden_dims=(8, 8), lambda_rule=method, cost_coef=0.5, cost_limit=1.0,
+                      lambda_lr=0.1, pid_kp=0.1, pid_ki=0.1, pid_kd=0.0)
   state = iql.init(jax.random.PRNGKey(0), 3, 2, config)
   # The guide (t = 0, 1) pays 2 per episode, twice κ = 1; the student (t >= 2) pays nothing.
   runner = _lambda_loop(CostAtEnv([6], {0, 1}), horizon=2, learner=iql, state=state)

@@ -21,9 +21,9 @@ OBS_DIM, ACT_DIM, BATCH, K = 5, 2, 16, 3
 CONFIGS = {
     'lagrangian': sac.Config(
         hidden_dims=(32, 32), discount=0.5, tau=0.05, critic_lr=3e-3, cost_coef=0.5,
-        cost_limit=5.0, cost_target=0.8, lambda_method='pid', pid_kp=0.1, pid_ki=0.05,
+        cost_limit=5.0, cost_target=0.8, lambda_rule='pid', pid_kp=0.1, pid_ki=0.05,
         pid_kd=0.0),
-    'fixed': sac.Config(hidden_dims=(32, 32), lagrangian=False, cost_coef=2.0),
+    'fixed': sac.Config(hidden_dims=(32, 32), lambda_rule='fixed', cost_coef=2.0),
 }
 KEYS = {'loss/critic', 'loss/cost_critic', 'loss/actor', 'loss/alpha', 'training/q_mean',
         'training/qc_mean', 'training/policy_qc_mean', 'training/alpha', 'training/entropy',
@@ -68,8 +68,8 @@ def test_init_validates():
     sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(cost_coef=-0.1))
   with pytest.raises(ValueError, match='cost_target'):
     sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(cost_target=1.5))
-  with pytest.raises(ValueError, match='method'):
-    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(lambda_method='sgd'))
+  with pytest.raises(ValueError, match='lambda_rule'):
+    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(lambda_rule='sgd'))
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
@@ -123,7 +123,7 @@ def test_fixed_lambda_actor_loss_hand_check():
   np.testing.assert_allclose(metrics['training/lambda'], 2.0)
   np.testing.assert_allclose(new_state.multiplier.value, 2.0)
   # Recompute the actor objective α log π(ã|s) − (min Q_r − λ mean Q_c) with the same sample.
-  _, _, k_actor = jax.random.split(state.key, 3)
+  _, _, k_actor = jax.random.split(state.rng, 3)
   mean, log_std = GaussianPolicy((32, 32), ACT_DIM).apply({'params': state.actor_params}, batch.obs)
   action, log_prob = distributions.tanh_gaussian_sample(k_actor, mean, log_std)
   critic = QEnsemble((32, 32))

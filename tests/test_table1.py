@@ -57,15 +57,15 @@ def test_rerun_reuses_results_and_marks_failures(sweep):
   # The same workdir with another budget or guide kind would mix runs: refused.
   with pytest.raises(ValueError, match='dt_cost_token'):
     table1.run(dataclasses.replace(config, dt_cost_token=True), workdir)
-  with pytest.raises(ValueError, match="iql_lambda: 'fixed' -> 'pid'"):
-    table1.run(dataclasses.replace(config, iql_lambda='pid'), workdir)
+  with pytest.raises(ValueError, match="lambda_rule: 'fixed' -> 'pid'"):
+    table1.run(dataclasses.replace(config, lambda_rule='pid'), workdir)
   with pytest.raises(ValueError, match="scale: 'smoke' -> 'laptop'"):
     table1.run(dataclasses.replace(config, scale='laptop'), workdir)
   # A sweep scored under an earlier evaluation protocol is refused, not mixed.
   other = str(os.path.join(workdir, 'old'))
   os.makedirs(other)
   with open(os.path.join(other, 'sweep.json'), 'w') as f:
-    f.write('{"scale": "smoke", "dt_cost_token": false, "iql_lambda": "fixed"}')
+    f.write('{"scale": "smoke", "dt_cost_token": false, "lambda_rule": "fixed"}')
   with pytest.raises(ValueError, match='eval_protocol: 1 -> 2'):
     table1.run(config, other)
   # A rerun finds every result and trains nothing (fast); report_only never trains.

@@ -11,7 +11,7 @@ r_λ = r − λ c is GOLD's shaped reward. Two actors (`Config.actor_loss`):
   tanh-Gaussian sample and automatic entropy tuning (target entropy −act_dim).
   Default expectile 0.8.
 
-λ is `cost_coef` unless `adaptive_lambda=True`: then λ starts at `cost_coef` and follows the rule
+λ is `cost_coef` unless `lambda_rule` is 'lagrange' or 'pid': then λ starts at `cost_coef` and follows the rule
 of `lagrange` on the cost of the student's own steps. The training loop records, per finished
 episode, the cost incurred after the guide handed over and the number of student steps, and calls
 `update_lambda(state, episode_cost)` with the student's cost rate over its recent episodes scaled
@@ -57,10 +57,10 @@ class Config:
   alpha_lr: float = 3e-4    # 'sac' actor: Adam step size of log α.
   target_entropy: Optional[float] = None  # 'sac' actor: entropy target; None -> −act_dim.
   cost_coef: float = 1.0    # λ of the shaped reward r − λ c (initial λ if adaptive); ≥ 0.
-  adaptive_lambda: bool = False  # Adapt λ to the student's measured episode cost.
-  cost_limit: float = 25.0  # Per-episode cost limit κ (adaptive_lambda only).
+  lambda_rule: str = 'fixed'  # λ: 'fixed' (= cost_coef, the paper), or adapted to the
+                              # student's measured episode cost: 'lagrange', 'pid'.
+  cost_limit: float = 25.0  # Per-episode cost limit κ (adapted λ only).
   cost_target: float = 1.0  # λ aims the episode cost at cost_target · cost_limit; in (0, 1].
-  lambda_method: str = 'lagrange'  # λ rule: 'lagrange' (projected Adam) or 'pid' (see lagrange.py).
   lambda_lr: float = 0.05   # Adam step size of the 'lagrange' rule (per λ update).
   pid_kp: float = 0.05      # 'pid' proportional gain (on episode costs).
   pid_ki: float = 5e-4      # 'pid' integral gain (the integral grows once per λ update).
@@ -93,8 +93,8 @@ class State:
   critic: Critic                  # On the shaped reward r − λ c.
   log_alpha: Optional[jax.Array]  # 'sac' actor only.
   alpha_opt_state: Optional[optax.OptState]
-  multiplier: Optional[lagrange.Multiplier]  # Adaptive λ; None unless config.adaptive_lambda.
-  key: PRNGKey
+  multiplier: Optional[lagrange.Multiplier]  # Adapted λ; None when lambda_rule is 'fixed'.
+  rng: PRNGKey
   step: jax.Array
   obs_dim: int = flax.struct.field(pytree_node=False)
   act_dim: int = flax.struct.field(pytree_node=False)
@@ -122,7 +122,8 @@ def _validate(config: Config) -> None:
     raise ValueError(f'expectile must be in (0, 1), got {expectile(config)}')
   if config.init_alpha <= 0:
     raise ValueError(f'init_alpha must be > 0, got {config.init_alpha}')
-  if config.adaptive_lambda:
+  lagrange.check_rule(config.lambda_rule)
+  if lagrange.adapts(config):
     if config.cost_limit < 0 or not 0 < config.cost_target <= 1:
       raise ValueError(f'need cost_limit >= 0 and 0 < cost_target <= 1, got '
                        f'{config.cost_limit}, {config.cost_target}')
@@ -168,13 +169,13 @@ def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) ->
   if config.actor_loss == 'sac':
     log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
     alpha_opt_state = alpha_tx.init(log_alpha)
-  if config.adaptive_lambda:
+  if lagrange.adapts(config):
     multiplier = lagrange.init(config.cost_coef, lagrange.rule_of(config))
   return State(
       actor_params=actor_params, actor_opt_state=actor_tx.init(actor_params),
       critic=_init_critic(k_critic, config, obs, action),
       log_alpha=log_alpha, alpha_opt_state=alpha_opt_state, multiplier=multiplier,
-      key=key, step=jnp.zeros((), jnp.int32), obs_dim=obs_dim, act_dim=act_dim, config=config)
+      rng=key, step=jnp.zeros((), jnp.int32), obs_dim=obs_dim, act_dim=act_dim, config=config)
 
 
 def _update_critic(critic: Critic, batch: Transition, reward: jax.Array, tau_expectile: float,
@@ -265,7 +266,7 @@ def _update_sac_actor(state: State, batch: Transition, critic_info: dict, critic
 def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
   common.check_batch(batch, state.obs_dim, state.act_dim)
   config = state.config
-  key, k_actor = jax.random.split(state.key)
+  key, k_actor = jax.random.split(state.rng)
   lam = current_lambda(state)
 
   # Critic of the shaped reward, pessimistic over the ensemble (min).
@@ -281,7 +282,7 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
   else:
     state, actor_info = _update_sac_actor(state, batch, info, critic, k_actor)
   metrics.update(actor_info)
-  new_state = state.replace(critic=critic, key=key, step=state.step + 1)
+  new_state = state.replace(critic=critic, rng=key, step=state.step + 1)
   return new_state, metrics
 
 
@@ -292,7 +293,7 @@ update, update_n = common.make_update_fns(_update_step, unroll=2)
 
 def adapts_lambda(config: Config) -> bool:
   """Whether the training loop should feed the student's episode costs to `update_lambda`."""
-  return config.adaptive_lambda
+  return lagrange.adapts(config)
 
 
 @jax.jit

@@ -26,12 +26,13 @@ import optax
 
 from gold_jax.types import Metrics
 
-METHODS = ('lagrange', 'pid')
+METHODS = ('lagrange', 'pid')  # The rules that adapt λ.
+LAMBDA_RULES = ('fixed',) + METHODS  # A learner's `lambda_rule`: 'fixed' keeps λ = cost_coef.
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  method: str = 'lagrange'  # 'lagrange' (projected Adam ascent) or 'pid' (Stooke et al. 2020).
+  rule: str = 'lagrange'  # 'lagrange' (projected Adam ascent) or 'pid' (Stooke et al. 2020).
   lr: float = 0.05          # Adam step size of the 'lagrange' rule (λ moves ≈ lr per update).
   kp: float = 0.05          # PID proportional gain (FSRL default, on episode costs).
   ki: float = 5e-4          # PID integral gain; the integral accumulates once per update.
@@ -48,17 +49,31 @@ class Multiplier:
   opt_state: optax.OptState  # Adam state of the 'lagrange' rule.
 
 
+def adapts(agent_config) -> bool:
+  """Whether a learner Config's `lambda_rule` adapts λ (anything but 'fixed')."""
+  return agent_config.lambda_rule != 'fixed'
+
+
+def check_rule(lambda_rule: str) -> None:
+  """A learner's `lambda_rule` must be one of `LAMBDA_RULES`."""
+  if lambda_rule not in LAMBDA_RULES:
+    raise ValueError(f'lambda_rule must be one of {LAMBDA_RULES}, got {lambda_rule!r}')
+
+
 def rule_of(agent_config) -> Config:
-  """The rule set by a learner Config's flat fields `lambda_method`, `lambda_lr`, `pid_kp`,
-  `pid_ki`, `pid_kd` and `lambda_max` (flat so that configs stay flags- and JSON-friendly)."""
-  return Config(method=agent_config.lambda_method, lr=agent_config.lambda_lr,
+  """The adaptive rule set by a learner Config's flat fields `lambda_rule` ('lagrange' or
+  'pid'), `lambda_lr`, `pid_kp`, `pid_ki`, `pid_kd` and `lambda_max` (flat so that configs stay
+  flags- and JSON-friendly)."""
+  # A fixed λ is never updated: its multiplier only holds the value.
+  rule = agent_config.lambda_rule if adapts(agent_config) else 'lagrange'
+  return Config(rule=rule, lr=agent_config.lambda_lr,
                 kp=agent_config.pid_kp, ki=agent_config.pid_ki, kd=agent_config.pid_kd,
                 max_value=agent_config.lambda_max)
 
 
 def validate(config: Config) -> None:
-  if config.method not in METHODS:
-    raise ValueError(f'lagrange method must be one of {METHODS}, got {config.method!r}')
+  if config.rule not in METHODS:
+    raise ValueError(f'adaptive lambda rule must be one of {METHODS}, got {config.rule!r}')
   if min(config.lr, config.kp, config.ki, config.kd) < 0 or config.max_value <= 0:
     raise ValueError(f'lagrange gains and step size must be >= 0 and max_value > 0: {config}')
 
@@ -90,7 +105,7 @@ def init(value: float, config: Config = Config()) -> Multiplier:
     raise ValueError(f'the initial Lagrange multiplier must be >= 0, got {value}')
   lam = jnp.asarray(value, jnp.float32)
   # The PID integral starts where K_i I reproduces the initial λ.
-  integral = lam / config.ki if config.method == 'pid' and config.ki > 0 else jnp.zeros_like(lam)
+  integral = lam / config.ki if config.rule == 'pid' and config.ki > 0 else jnp.zeros_like(lam)
   return Multiplier(value=lam, integral=integral, prev_error=jnp.zeros_like(lam),
                     opt_state=_optimizer(config).init(lam))
 
@@ -98,7 +113,7 @@ def init(value: float, config: Config = Config()) -> Multiplier:
 def update(multiplier: Multiplier, cost_estimate: jax.Array, cost_limit: float,
            config: Config = Config(), max_error: Optional[float] = None
            ) -> tuple[Multiplier, Metrics]:
-  """One step of the rule in `config.method` given the estimate J_c and the limit d (same scale).
+  """One step of the rule in `config.rule` given the estimate J_c and the limit d (same scale).
 
   `max_error` clips e = J_c − d to ±max_error: a burst of cost far above d (an untrained policy
   can pay tens of times the budget) then moves λ no faster than a slack episode brings it back,
@@ -107,17 +122,17 @@ def update(multiplier: Multiplier, cost_estimate: jax.Array, cost_limit: float,
   error = jax.lax.stop_gradient(jnp.asarray(cost_estimate, jnp.float32)) - cost_limit
   if max_error is not None:
     error = jnp.clip(error, -max_error, max_error)
-  if config.method == 'lagrange':
+  if config.rule == 'lagrange':
     grad = -error  # dL/dλ of L(λ) = −λ (J_c − d).
     step, opt_state = _optimizer(config).update(grad, multiplier.opt_state, multiplier.value)
     value = jnp.clip(optax.apply_updates(multiplier.value, step), 0.0, config.max_value)
     new = multiplier.replace(value=value, opt_state=opt_state)
-  elif config.method == 'pid':
+  elif config.rule == 'pid':
     integral = jnp.maximum(0.0, multiplier.integral + error)
     derivative = jnp.maximum(0.0, error - multiplier.prev_error)
     value = jnp.clip(config.kp * error + config.ki * integral + config.kd * derivative,
                      0.0, config.max_value)
     new = multiplier.replace(value=value, integral=integral, prev_error=error)
   else:
-    raise ValueError(f'lagrange method must be one of {METHODS}, got {config.method!r}')
+    raise ValueError(f'adaptive lambda rule must be one of {METHODS}, got {config.rule!r}')
   return new, {'training/lambda_cost_error': error}

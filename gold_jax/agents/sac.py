@@ -4,11 +4,11 @@ Twin reward critic Q_r and twin cost critic Q_c with Polyak targets, a tanh-Gaus
 automatic entropy tuning, and a cost multiplier λ ≥ 0. The actor maximises
 E_{a~π}[min_i Q_r,i(s, a) − λ mean_i Q_c,i(s, a) − α log π(a|s)].
 
-- `lagrangian=True`: λ starts at `cost_coef` and follows the rule of `lagrange` on the measured
+- `lambda_rule='lagrange'|'pid'`: λ starts at `cost_coef` and follows the rule of `lagrange` on the measured
   episode cost: the training loop calls `update_lambda(state, episode_cost)` with the mean cost of
   the recent training episodes, and λ steps toward an episode cost of `cost_target · cost_limit`
   (a target below κ leaves a margin for the noise of the estimate).
-- `lagrangian=False`: λ = `cost_coef` stays fixed. Because Q is linear in the reward, Q_r − λ Q_c is
+- `lambda_rule='fixed'`: λ = `cost_coef` stays fixed. Because Q is linear in the reward, Q_r − λ Q_c is
   the value of the shaped reward r − λ c, so this is fixed-λ reward shaping.
 
 The reward target is pessimistic (min over the twin). The cost target averages the twin: the
@@ -43,11 +43,10 @@ class Config:
   num_qs: int = 2           # Critics per ensemble (twin Q).
   init_alpha: float = 1.0   # Initial entropy temperature α.
   target_entropy: Optional[float] = None  # Entropy target; None -> −act_dim.
-  lagrangian: bool = True   # Learn λ against `cost_limit`; False keeps λ = cost_coef.
-  cost_coef: float = 0.0    # Fixed λ (lagrangian=False) or initial λ (lagrangian=True); ≥ 0.
+  lambda_rule: str = 'lagrange'  # λ: 'fixed' (= cost_coef), or adapted: 'lagrange', 'pid'.
+  cost_coef: float = 0.0    # Fixed λ, or the adapted λ's initial value; ≥ 0.
   cost_limit: float = 25.0  # Per-episode cost limit κ.
   cost_target: float = 1.0  # λ aims the episode cost at cost_target · cost_limit; in (0, 1].
-  lambda_method: str = 'lagrange'  # λ rule: 'lagrange' (projected Adam) or 'pid' (see lagrange.py).
   lambda_lr: float = 0.05   # Adam step size of the 'lagrange' rule (per λ update).
   pid_kp: float = 0.05      # 'pid' proportional gain (on episode costs).
   pid_ki: float = 5e-4      # 'pid' integral gain (the integral grows once per λ update).
@@ -73,7 +72,7 @@ class State:
   log_alpha: jax.Array
   alpha_opt_state: optax.OptState
   multiplier: lagrange.Multiplier
-  key: PRNGKey
+  rng: PRNGKey
   step: jax.Array
   obs_dim: int = flax.struct.field(pytree_node=False)
   act_dim: int = flax.struct.field(pytree_node=False)
@@ -131,6 +130,7 @@ def _target_entropy(config: Config, act_dim: int) -> float:
 
 
 def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) -> State:
+  lagrange.check_rule(config.lambda_rule)
   if config.cost_coef < 0:
     raise ValueError(f'cost_coef (λ) must be >= 0, got {config.cost_coef}')
   if config.init_alpha <= 0:
@@ -153,7 +153,7 @@ def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) ->
       target_critic_params=jax.tree.map(jnp.copy, critic_params),  # Own buffers: donated.
       log_alpha=log_alpha, alpha_opt_state=alpha_tx.init(log_alpha),
       multiplier=lagrange.init(config.cost_coef, lagrange.rule_of(config)),
-      key=key, step=jnp.zeros((), jnp.int32),
+      rng=key, step=jnp.zeros((), jnp.int32),
       obs_dim=obs_dim, act_dim=act_dim, config=config)
 
 
@@ -162,7 +162,7 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
   config = state.config
   actor, critic = _networks(config, state.act_dim)
   actor_tx, critic_tx, alpha_tx = _optimizers(config)
-  key, k_next, k_actor = jax.random.split(state.key, 3)
+  key, k_next, k_actor = jax.random.split(state.rng, 3)
   alpha = jnp.exp(state.log_alpha)
   lam = state.multiplier.value
 
@@ -213,7 +213,7 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
       critic_params=critic_params, critic_opt_state=critic_opt_state,
       target_critic_params=common.soft_update(state.target_critic_params, critic_params,
                                               config.tau),
-      log_alpha=log_alpha, alpha_opt_state=alpha_opt_state, key=key, step=state.step + 1)
+      log_alpha=log_alpha, alpha_opt_state=alpha_opt_state, rng=key, step=state.step + 1)
   metrics = {
       'loss/critic': reward_loss, 'loss/cost_critic': cost_loss,
       'loss/actor': loss_actor, 'loss/alpha': alpha_loss,
@@ -228,7 +228,7 @@ update, update_n = common.make_update_fns(_update_step)
 
 def adapts_lambda(config: Config) -> bool:
   """Whether the training loop should feed measured episode costs to `update_lambda`."""
-  return config.lagrangian
+  return lagrange.adapts(config)
 
 
 @jax.jit
