@@ -134,7 +134,11 @@ def fail(message: str, hint: str = '') -> NoReturn:
   sys.stdout.flush()
   sys.stderr.write(f'error: {message}\n' + (f'hint: {hint}\n' if hint else ''))
   sys.stderr.flush()
-  sys.exit(EXIT_USAGE)
+  if _verbose():
+    sys.exit(EXIT_USAGE)
+  # Leave without interpreter shutdown: a failed checkpoint read leaves orbax's event-loop
+  # threads behind, and their shutdown tracebacks would bury the two lines above.
+  os._exit(EXIT_USAGE)  # pylint: disable=protected-access
 
 
 def _parse_flags(argv):

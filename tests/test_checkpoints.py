@@ -282,13 +282,13 @@ def test_real_iql_state_round_trip(tmp_path):
   manager.save(2, state, extra={'task': 'toy'})
   assert manager.read_metadata()['obs_dim'] == 3 and manager.read_metadata()['act_dim'] == 2
   restored = manager.restore(iql.init(jax.random.key(9), 3, 2, config))
-  chex.assert_trees_all_equal(jax.random.key_data(restored.key), jax.random.key_data(state.key))
-  chex.assert_trees_all_equal(restored.replace(key=None), state.replace(key=None))
+  chex.assert_trees_all_equal(jax.random.key_data(restored.rng), jax.random.key_data(state.rng))
+  chex.assert_trees_all_equal(restored.replace(rng=None), state.replace(rng=None))
   (next_a, metrics_a), (next_b, metrics_b) = iql.update(state, batch), iql.update(restored, batch)
   chex.assert_trees_all_equal(metrics_a, metrics_b)
   chex.assert_trees_all_equal(next_a.actor_params, next_b.actor_params)
   obs = jnp.ones((3,))
-  chex.assert_trees_all_equal(iql.act(next_a, obs, next_a.key), iql.act(next_b, obs, next_b.key))
+  chex.assert_trees_all_equal(iql.act(next_a, obs, next_a.rng), iql.act(next_b, obs, next_b.rng))
   with pytest.raises(CheckpointError, match='expectile'):
     manager.restore(iql.init(jax.random.key(0), 3, 2, iql.Config(hidden_dims=(8, 8),
                                                                  expectile=0.9)))
