@@ -300,11 +300,8 @@ def adapts_lambda(config: Config) -> bool:
 def update_lambda(state: State, episode_cost: jax.Array) -> Tuple[State, Metrics]:
   """One step of λ toward the episode cost `cost_target · cost_limit`, given the student's
   measured cost over its own steps scaled to a whole episode (`lagrange.update`)."""
-  config = state.config
-  max_error = None if config.error_clip is None else config.error_clip * config.cost_limit
-  multiplier, metrics = lagrange.update(state.multiplier, episode_cost,
-                                        config.cost_target * config.cost_limit,
-                                        lagrange.rule_of(config), max_error)
+  multiplier, metrics = lagrange.update_from_episode_cost(state.multiplier, episode_cost,
+                                                          state.config)
   return state.replace(multiplier=multiplier), metrics
 
 

@@ -136,3 +136,12 @@ def update(multiplier: Multiplier, cost_estimate: jax.Array, cost_limit: float,
   else:
     raise ValueError(f'adaptive lambda rule must be one of {METHODS}, got {config.rule!r}')
   return new, {'training/lambda_cost_error': error}
+
+
+def update_from_episode_cost(multiplier: Multiplier, episode_cost, agent_config
+                             ) -> tuple[Multiplier, Metrics]:
+  """One step of a learner's λ toward `cost_target · cost_limit` on a measured episode cost,
+  the error clipped to ±`error_clip · cost_limit` (the learner Config's flat fields)."""
+  c = agent_config
+  max_error = None if c.error_clip is None else c.error_clip * c.cost_limit
+  return update(multiplier, episode_cost, c.cost_target * c.cost_limit, rule_of(c), max_error)
