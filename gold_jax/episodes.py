@@ -1,7 +1,7 @@
 """The episode runner: every episode played outside training goes through `play`.
 
-Evaluation (`gold_jax.evaluation`), demonstration rollouts (`experiments/collect.py`), trajectory
-plots and videos (`experiments/evaluate.py`) and the driving evaluation
+Evaluation (`gold_jax.evaluation`), demonstration rollouts (`gold_jax.stages.collect`), trajectory
+plots and videos (`gold_jax.stages.evaluate`) and the driving evaluation
 (`gold_jax.driving.evaluate`) differ only in what they keep of an episode, so they share this
 loop. The training loop (`gold_jax.loop`) is the one other place that steps environments.
 

@@ -18,7 +18,7 @@ All of it is plain host Python whose state is a JSON-able dict (`state_dict` /
 import collections
 import copy
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
@@ -56,6 +56,14 @@ def horizons_from_fractions(fractions: Sequence[float], episode_len: int) -> tup
   return check_stages([int(round(f * episode_len)) for f in fractions])
 
 
+class _Prefetched(NamedTuple):
+  """A guide step started by `JSRLPolicy.prefetch`, taken by the next `act`."""
+  obs: np.ndarray  # The observations passed to `prefetch` (`act` must get the same array).
+  may: np.ndarray  # Rows that feed the guide at this step.
+  chosen: np.ndarray  # Rows the guide acts on.
+  future: Any  # The guide's actions to come (a future; None when no row feeds the guide).
+
+
 class JSRLPolicy:
   """Acts with `guide` while the episode's timestep is below `horizon`, then with `student`.
 
@@ -81,7 +89,7 @@ class JSRLPolicy:
     self.t = np.zeros((0,), np.int64)
     self.from_guide = np.zeros((0,), bool)
     self._guide_fed = False
-    self._prefetched = None
+    self._prefetched: Optional[_Prefetched] = None
 
   def reset(self, n: int) -> None:
     self.drain()
@@ -124,19 +132,22 @@ class JSRLPolicy:
     and `executor` may be None.
     """
     may, chosen = self._decide()
-    future = None
-    if may.any():
-      if hasattr(self.guide, 'act_async'):  # A guide in another process (`gold_jax.remote`).
-        future = self.guide.act_async(obs)
-      else:
-        future = executor.submit(self.guide.act, obs)
-    self._prefetched = (obs, may, chosen, future)
+    if not may.any():
+      # Nothing to start: `act` decides again (no guide row can appear within a step), and
+      # `needs_guide` stays false, so an all-student step can step every env at once.
+      self._prefetched = None
+      return
+    if hasattr(self.guide, 'act_async'):  # A guide in another process (`gold_jax.remote`).
+      future = self.guide.act_async(obs)
+    else:
+      future = executor.submit(self.guide.act, obs)
+    self._prefetched = _Prefetched(obs, may, chosen, future)
 
   def drain(self) -> None:
     """Waits for (and drops) a prefetched guide step."""
     prefetched, self._prefetched = self._prefetched, None
-    if prefetched is not None and prefetched[3] is not None:
-      prefetched[3].result()
+    if prefetched is not None and prefetched.future is not None:
+      prefetched.future.result()
 
   def needs_guide(self) -> bool:
     """Whether the guide is (or may be) queried at this step."""
@@ -146,9 +157,9 @@ class JSRLPolicy:
     """Actions for `obs`; `student_action`, when given, stands for `student.act(obs)`."""
     future = None
     if self._prefetched is not None:
-      fetched_obs, may, chosen, future = self._prefetched
-      self._prefetched = None
-      if fetched_obs is not obs:
+      prefetched, self._prefetched = self._prefetched, None
+      may, chosen, future = prefetched.may, prefetched.chosen, prefetched.future
+      if prefetched.obs is not obs:
         if future is not None:
           future.result()
         raise ValueError('act: got other observations than the ones passed to prefetch')

@@ -18,12 +18,19 @@ config refuses, a bad dataset or checkpoint, an unknown task (`gold_jax.errors.G
 and keep their traceback.
 """
 
+import collections.abc
 import dataclasses
+import inspect
+import io
 import json
 import os
 import sys
+import textwrap
+import tokenize
 import traceback
-from typing import Any, Callable, Dict, NoReturn, Optional, Sequence
+import types
+import typing
+from typing import Any, Callable, Dict, Iterator, Mapping, NoReturn, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -66,20 +73,320 @@ def env_options(max_episode_steps: Optional[int]) -> Dict[str, Any]:
   return {} if max_episode_steps is None else {'max_episode_steps': int(max_episode_steps)}
 
 
-def config_from_flags(config_cls, values, skip: Sequence[str] = ()) -> Any:
-  """Builds `config_cls` from parsed absl flags of the same names (lists become int tuples)."""
-  kwargs = {}
+def config_from_flags(config_cls, values, skip: Sequence[str] = (), *, prefix: str = '') -> Any:
+  """Builds `config_cls` from parsed absl flags of the same names (`prefix` + field name).
+
+  Reads hand-written flags and those of `define_config_flags` alike: each value becomes the
+  field's type (a list a tuple of ints, floats or strings; a JSON string a dict; 'none' of an
+  Optional field None; an unannotated list a tuple of ints), and a field that is a config
+  dataclass is built from its `<field>.` flags over its default. Fields without a flag, and
+  those in `skip` (field or flag names), keep their defaults.
+  """
+  return config_cls(**_config_kwargs(config_cls, values, prefix, '', frozenset(skip)))
+
+
+# -- Flags generated from a config dataclass ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+  """What flag a field annotation gets: kind is bool, int, float, str, enum, list, json or
+  config; `item` is a list's item type, an enum's choices or a nested config class."""
+  kind: str
+  optional: bool = False
+  item: Any = None
+
+
+_SCALARS = {bool: 'bool', int: 'int', float: 'float', str: 'str'}
+_SEQUENCES = (tuple, list, collections.abc.Sequence)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+
+
+def _kind(annotation) -> Optional[_Kind]:
+  """The flag kind of a field annotation, or None for a type no flag can hold."""
+  optional = False
+  if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+    args = typing.get_args(annotation)
+    rest = [a for a in args if a is not type(None)]
+    if len(rest) != 1:
+      return None
+    annotation, optional = rest[0], len(rest) < len(args)
+  if annotation in _SCALARS:
+    return _Kind(_SCALARS[annotation], optional)
+  origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+  if origin is typing.Literal:
+    return _Kind('enum', optional, args) if all(isinstance(a, str) for a in args) else None
+  if origin in _SEQUENCES:
+    items = {a for a in args if a is not Ellipsis}
+    return _Kind('list', optional, items.pop()) if items in ({int}, {float}, {str}) else None
+  if origin in _MAPPINGS or annotation in _MAPPINGS:
+    return _Kind('json', optional)
+  if isinstance(annotation, type) and dataclasses.is_dataclass(annotation) and not optional:
+    return _Kind('config', False, annotation)
+  return None
+
+
+def _field_types(config_cls) -> Dict[str, Any]:
+  try:
+    return typing.get_type_hints(config_cls)
+  except (NameError, TypeError):  # An annotation that does not resolve: keep it as written.
+    return {f.name: f.type for f in dataclasses.fields(config_cls)}
+
+
+def _field_default(field, instance=None) -> Any:
+  """The field's value in `instance`, else its default (or default_factory()), else MISSING."""
+  if instance is not None:
+    return getattr(instance, field.name)
+  if field.default is not dataclasses.MISSING:
+    return field.default
+  if field.default_factory is not dataclasses.MISSING:
+    return field.default_factory()
+  return dataclasses.MISSING
+
+
+def _class_comments(cls) -> Dict[str, str]:
+  try:
+    source = textwrap.dedent(inspect.getsource(cls))
+  except (OSError, TypeError):  # No source (a class made in a REPL or by exec).
+    return {}
+  comments: Dict[str, list] = {}
+  depth, statement, field, trailing, column, previous = 0, [], None, None, 0, None
+  try:
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+      kind = token.type
+      if kind == tokenize.INDENT:
+        depth += 1
+      elif kind == tokenize.DEDENT:
+        depth -= 1
+      elif kind == tokenize.COMMENT:
+        if statement:  # After code of the statement (a field's own line or lines).
+          if field is not None:
+            comments.setdefault(field, []).append(token.string)
+        elif trailing is not None and token.start[1] > column and previous in (
+            tokenize.NL, tokenize.NEWLINE):
+          comments[trailing].append(token.string)  # A comment-only line indented deeper.
+        else:
+          trailing = None
+      elif kind == tokenize.NEWLINE:
+        if field is not None and field in comments:
+          trailing, column = field, statement[0].start[1]
+        else:
+          trailing = None
+        statement, field = [], None
+      elif kind == tokenize.NL:
+        if not statement and previous != tokenize.COMMENT:
+          trailing = None  # A blank line ends a comment.
+      elif kind != tokenize.ENDMARKER:
+        if not statement:
+          trailing = None
+        statement.append(token)
+        if (len(statement) == 2 and depth == 1 and statement[0].type == tokenize.NAME
+            and token.string == ':'):
+          field = statement[0].string
+      previous = kind if kind in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE) else None
+  except (tokenize.TokenError, IndentationError):
+    return {}
+  return {name: ' '.join(c.lstrip('#').strip() for c in parts)
+          for name, parts in comments.items()}
+
+
+def field_comments(config_cls) -> Dict[str, str]:
+  """Field name -> the `# comment` after the field in the class source, joined with the
+  comment-only lines below it that are indented deeper (its continuation); base classes'
+  fields included."""
+  comments = {}
+  for cls in reversed(config_cls.__mro__):
+    if dataclasses.is_dataclass(cls):
+      comments.update(_class_comments(cls))
+  return comments
+
+
+class _NoneOrParser(flags.ArgumentParser):
+  """The parser of an Optional field's flag: 'none' (any case) is None, the rest `inner`'s."""
+
+  def __init__(self, inner):
+    self.inner = inner
+    self.syntactic_help = ' or '.join(h for h in (inner.syntactic_help, "'none'") if h)
+
+  def parse(self, argument):
+    if argument is None or (isinstance(argument, str) and argument.strip().lower() == 'none'):
+      return None
+    return self.inner.parse(argument)
+
+  def flag_type(self):
+    return self.inner.flag_type()
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlagSpec:
+  name: str
+  kind: _Kind
+  default: Any
+  help: str
+
+
+def _flag_specs(config_cls, instance, prefix, relative, skip, helps) -> Iterator[_FlagSpec]:
+  types_, comments = _field_types(config_cls), field_comments(config_cls)
   for field in dataclasses.fields(config_cls):
-    if field.name in skip or field.name not in values:
+    name, rel = prefix + field.name, relative + field.name
+    if not field.init or name in skip or rel in skip:
       continue
-    value = values[field.name].value
-    if isinstance(value, list):
-      try:
-        value = tuple(int(v) for v in value)
-      except ValueError as e:
-        raise errors.ConfigError(f'--{field.name} must be integers, got {value}') from e
+    annotation = types_.get(field.name, field.type)
+    kind = _kind(annotation)
+    if kind is None:
+      raise TypeError(f'{config_cls.__name__}.{field.name}: no flag type for {annotation!r}; '
+                      f'pass skip=({rel!r},) and define --{name} by hand')
+    default = _field_default(field, instance)
+    if kind.kind == 'config':
+      nested = None if default is dataclasses.MISSING else default
+      yield from _flag_specs(kind.item, nested, name + '.', rel + '.', skip, helps)
+      continue
+    text = (helps.get(name) or helps.get(rel) or field.metadata.get('help')
+            or comments.get(field.name) or field.name)
+    yield _FlagSpec(name, kind, None if default is dataclasses.MISSING else default, text)
+
+
+def _calling_module() -> Optional[str]:
+  """The module that called into this one, named as absl names it (flags' --help grouping)."""
+  frame = sys._getframe(1)  # pylint: disable=protected-access
+  while frame is not None and frame.f_globals.get('__name__') == __name__:
+    frame = frame.f_back
+  name = frame.f_globals.get('__name__') if frame is not None else None
+  return sys.argv[0] if name == '__main__' else name
+
+
+def _define_flag(spec: _FlagSpec, flag_values, module_name) -> None:
+  kind, default = spec.kind, spec.default
+  kw = {'flag_values': flag_values, 'module_name': module_name}
+  if kind.kind == 'list':
+    flags.DEFINE_list(spec.name, None if default is None else [str(v) for v in default],
+                      spec.help, **kw)
+  elif kind.kind == 'json':
+    flags.DEFINE_string(spec.name, None if default is None else json.dumps(default),
+                        spec.help, **kw)
+  elif not kind.optional and kind.kind == 'bool':
+    flags.DEFINE_bool(spec.name, default, spec.help, **kw)
+  elif not kind.optional and kind.kind == 'int':
+    flags.DEFINE_integer(spec.name, default, spec.help, **kw)
+  elif not kind.optional and kind.kind == 'float':
+    flags.DEFINE_float(spec.name, default, spec.help, **kw)
+  elif not kind.optional and kind.kind == 'str':
+    flags.DEFINE_string(spec.name, default, spec.help, **kw)
+  elif not kind.optional and kind.kind == 'enum':
+    flags.DEFINE_enum(spec.name, default, list(kind.item), spec.help, **kw)
+  else:  # Optional[X]: X's parser, and 'none' gives None.
+    inner = {'bool': flags.BooleanParser, 'int': flags.IntegerParser,
+             'float': flags.FloatParser, 'str': flags.ArgumentParser}
+    parser = _NoneOrParser(flags.EnumParser(list(kind.item)) if kind.kind == 'enum'
+                           else inner[kind.kind]())
+    if kind.kind == 'bool':  # A BooleanFlag, so --noNAME works too.
+      flag = flags.BooleanFlag(spec.name, default, spec.help)
+      flag.parser = parser
+      flags.DEFINE_flag(flag, flag_values, module_name)
+    else:
+      flags.DEFINE(parser, spec.name, default, spec.help, flag_values, flags.ArgumentSerializer(),
+                   module_name=module_name)
+
+
+def define_config_flags(config_cls, flag_values: flags.FlagValues = flags.FLAGS, *,
+                        skip: Sequence[str] = (),
+                        help_overrides: Optional[Mapping[str, str]] = None,
+                        prefix: str = '') -> Sequence[str]:
+  """Defines one flag per field of the dataclass `config_cls`, so the config is the single
+  source of the flags; `config_from_flags(config_cls, flag_values, prefix=prefix)` reads them.
+
+  A flag is named `prefix` + field name; its default is the field's default (or
+  default_factory()); its help is the `# comment` after the field in the class source (with
+  the deeper-indented comment-only lines below it), `metadata['help']`, or the field name;
+  `help_overrides` (flag name, with or without `prefix` -> text) wins. By annotation: bool, int,
+  float, str, Literal['a', 'b'] (an enum); Optional[X] is X's flag with 'none' for None;
+  Tuple[int, ...] / Sequence[float] / Tuple[str, ...] a comma-separated list; Dict / Mapping a
+  JSON string; a nested config dataclass its own fields as `--<field>.<name>` flags.
+
+  Names in `skip` (with or without `prefix`; `field.name` for a nested field, `field` for a
+  whole nested config) get no flag, e.g. those a launcher defines by hand. Any other flag
+  already on `flag_values` raises `flags.DuplicateFlagError` before anything is defined; an
+  annotation no flag can hold raises TypeError. Returns the names of the flags defined.
+  """
+  module_name = _calling_module()
+  specs = list(_flag_specs(config_cls, None, prefix, '', frozenset(skip),
+                           dict(help_overrides or {})))
+  taken = [spec.name for spec in specs if spec.name in flag_values]
+  if taken:
+    raise flags.DuplicateFlagError(
+        f'{config_cls.__name__}: --{", --".join(taken)} already defined on this FlagValues; '
+        f'pass skip={tuple(n[len(prefix):] for n in taken)!r} to keep '
+        f'{"that flag" if len(taken) == 1 else "those flags"}')
+  for spec in specs:
+    _define_flag(spec, flag_values, module_name)
+  return tuple(spec.name for spec in specs)
+
+
+def _config_kwargs(config_cls, values, prefix, relative, skip) -> Dict[str, Any]:
+  types_, kwargs = _field_types(config_cls), {}
+  for field in dataclasses.fields(config_cls):
+    name, rel = prefix + field.name, relative + field.name
+    if not field.init or name in skip or rel in skip:
+      continue
+    kind = _kind(types_.get(field.name, field.type))
+    if kind is not None and kind.kind == 'config' and name not in values:
+      nested = _config_kwargs(kind.item, values, name + '.', rel + '.', skip)
+      if nested:
+        base = _field_default(field)
+        kwargs[field.name] = (kind.item(**nested) if base is dataclasses.MISSING
+                              else dataclasses.replace(base, **nested))
+      continue
+    if name not in values:
+      continue
+    value = _flag_value(name, values[name].value, kind)
+    if value is None and not (kind and kind.optional) and (
+        _field_default(field) is dataclasses.MISSING):
+      raise errors.ConfigError(f'--{name} is required')
     kwargs[field.name] = value
-  return config_cls(**kwargs)
+  return kwargs
+
+
+_WORDS = {int: 'integers', float: 'numbers', str: 'strings'}
+
+
+def _flag_value(name: str, value, kind: Optional[_Kind]) -> Any:
+  """A parsed flag's value as a value of its field (see `config_from_flags`)."""
+  if kind is None:  # An annotation without a flag kind: lists are integers, as always.
+    kind = _Kind('list', False, int) if isinstance(value, list) else None
+    if kind is None:
+      return value
+  if value is None:
+    return None
+  if kind.optional and isinstance(value, str) and value.strip().lower() in ('none', 'null'):
+    return None
+  if kind.kind == 'list':
+    if isinstance(value, str):
+      value = flags.ListParser().parse(value)
+    if kind.optional and [str(v).lower() for v in value] == ['none']:
+      return None
+    try:
+      return tuple(kind.item(v) for v in value)
+    except (TypeError, ValueError) as e:
+      raise errors.ConfigError(f'--{name} must be {_WORDS[kind.item]}, got {value}') from e
+  if kind.kind == 'json' and isinstance(value, str):
+    try:
+      parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+      raise errors.ConfigError(f'--{name} is not valid JSON ({e}): {value!r}',
+                               hint=f'give a JSON object, such as --{name}=\'{{"key": 1}}\'') from e
+    if parsed is None and kind.optional:
+      return None
+    if not isinstance(parsed, dict):
+      raise errors.ConfigError(f'--{name} must be a JSON object, got {value!r}')
+    return parsed
+  if isinstance(value, str) and kind.kind in ('bool', 'int', 'float'):
+    parser = {'bool': flags.BooleanParser, 'int': flags.IntegerParser,
+              'float': flags.FloatParser}[kind.kind]()
+    try:
+      return parser.parse(value)
+    except ValueError as e:
+      raise errors.ConfigError(f'--{name} must be a {parser.flag_type()}, got {value!r}') from e
+  return value
 
 
 def validated_config(config_cls, validate_fn: Callable) -> Callable:

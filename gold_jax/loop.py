@@ -20,30 +20,25 @@ and after an `update_n` call that follows newly finished episodes it calls
 step over its last `cost_window` episodes times their mean length. The guide's steps never
 count; an episode the student owns entirely counts with its plain cost.
 
-With `LoopConfig(pipeline='process')` (or `'thread'`) the envs are split into two halves
-(`SafeVecEnv.split`) that take turns: while one half's simulators step on the host thread, the
-guide's forward pass for the other half runs elsewhere (`JSRLPolicy.prefetch`). On a CPU whose
-second core would idle during a simulator step, this hides much of a Decision Transformer
-guide's cost (`experiments/bench_loop.py`). `'process'` serves the guide from its own process
-(`gold_jax.remote.PolicyServer`; the guide must pickle, as `DTPolicy` and `MLPPolicy` do):
-the simulators, which hold the GIL through each physics call, then never delay the guide.
-`'thread'` runs it on a worker thread of this process (XLA releases the GIL while it
-computes, but every dispatch and transfer has to win the GIL back). With deterministic
-policies the transitions are those of the sequential loop (tested); who acts is decided when
-the guide's pass starts, before the previous step's curriculum update, so a change of the
-curriculum reaches half of the envs one collection step late. While it runs, the simulators
-and the guide keep to different cores (Linux, two cores or more). Steps in which no guide
-acts (the student phase) step all envs at once, as without pipelining. Call `close()` when
-done with a pipelined loop (it stops the worker thread or process).
+How steps 1-2 are carried out is the job of a collection strategy (`gold_jax.collection`):
+`GuidedLoop` keeps the bookkeeping (buffer writes, episode tracking, λ updates, training,
+metrics, saved state) and hands each step to the strategy that `LoopConfig.pipeline` picks
+(`collection.make_strategy`). With 'off' (`Sequential`) the policy acts on all envs, then they
+step. With 'process' or 'thread' (`Pipelined`) two halves of the envs (`SafeVecEnv.split`) take
+turns, the guide's forward pass for one half running in its own process or on a worker thread
+while the other half's simulators step; on a CPU whose second core would idle during a
+simulator step, this hides much of a Decision Transformer guide's cost
+(`experiments/bench_loop.py`). With deterministic policies the transitions are those of the
+sequential loop (tested); a change of the curriculum reaches half of the envs one collection
+step late (details in `gold_jax.collection`). Call `close()` when done with a pipelined loop
+(it stops the guide's worker thread or process).
 """
 
 import collections
-import concurrent.futures
 import dataclasses
 import glob
 import os
 import re
-import sys
 import time
 import zipfile
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
@@ -53,14 +48,11 @@ import numpy as np
 
 from gold_jax.agents.common import check_finite
 from gold_jax.checkpoints import CheckpointManager, checkpoint_dir
-from gold_jax.data.replay import GUIDE, STUDENT, ReplayBuffer
+from gold_jax.collection import PIPELINE_MODES, CollectionStrategy, Lane, make_strategy
+from gold_jax.data.replay import GUIDE, STUDENT, ReplayBuffer  # GUIDE: re-exported.
 from gold_jax.errors import CorruptCheckpointError
 from gold_jax.jsrl import JSRLPolicy
 from gold_jax.policies import uncommitted
-from gold_jax.remote import PolicyServer
-
-
-PIPELINE_MODES = ('off', 'thread', 'process')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,34 +158,6 @@ class EpisodeTracker:
     return ended
 
 
-@dataclasses.dataclass
-class _Lane:
-  """A group of envs with the policy acting on its episodes (the whole env unless pipelined)."""
-  env: Any
-  policy: JSRLPolicy
-  episodes: EpisodeTracker
-  obs: Optional[np.ndarray] = None
-
-
-# GIL hand-over interval while pipelining: the worker thread gets the GIL back within about
-# one simulator call instead of Python's default 5 ms.
-_PIPELINE_SWITCH_INTERVAL = 0.0005
-
-
-def _set_thread_cpus(cpus) -> None:
-  """Restricts the calling thread to the cores `cpus` (Linux; elsewhere nothing happens)."""
-  if cpus and hasattr(os, 'sched_setaffinity'):
-    os.sched_setaffinity(0, cpus)
-
-
-def _pipeline_cpus():
-  """(simulator thread's cores, guide thread's cores): apart when this process has >= 2."""
-  cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
-  if len(cpus) < 2:
-    return None, None
-  return {cpus[0]}, set(cpus[1:])
-
-
 class GuidedLoop:
   """Collects with a guide/student mix into `buffer` and trains `learner` on it.
 
@@ -225,46 +189,34 @@ class GuidedLoop:
     # (student cost, student steps, length) of the last `cost_window` episodes with student steps.
     self.student_episodes = collections.deque(maxlen=config.cost_window)
     self._new_student_episodes = 0  # Of them, finished since the last λ update.
-    self._executor, self._server, self._env_cpus = None, None, None
-    if config.pipeline == 'off':
-      self.lanes = [_Lane(env, policy, EpisodeTracker(self.num_envs))]
-    else:
-      if not hasattr(env, 'split'):
-        raise ValueError('pipeline needs a vector env with split() (gold_jax.envs.make_vec)')
-      views, policies = env.split(2), policy.split(2)
-      self._env_cpus, guide_cpus = _pipeline_cpus()
-      if config.pipeline == 'process' and policy.guide is not None:
-        self._server = PolicyServer(policy.guide, cpus=guide_cpus)
-        for part in policies:
-          part.guide = self._server.policy()
-        for part, view in zip(policies, views):  # Waits: server up, acting compiled.
-          part.guide.warm_up(np.zeros((view.num_envs, env.obs_dim), np.float32))
-      else:
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            1, 'guide', initializer=_set_thread_cpus, initargs=(guide_cpus,))
-      self.lanes = [_Lane(e, p, EpisodeTracker(e.num_envs)) for e, p in zip(views, policies)]
+    # How the envs step and the guide is queried (`gold_jax.collection`).
+    self.collection: CollectionStrategy = make_strategy(config.pipeline, env, policy)
+    for lane in self.lanes:
+      lane.episodes = EpisodeTracker(lane.env.num_envs)
     self._reset_window()
 
   # -- collection ---------------------------------------------------------------------------
 
   @property
+  def lanes(self) -> List[Lane]:
+    """The collection strategy's groups of envs, each with its policy and episodes."""
+    return self.collection.lanes
+
+  @property
   def pipelined(self) -> bool:
     """Whether two halves of the envs take turns (`LoopConfig.pipeline` is not 'off')."""
-    return len(self.lanes) > 1
+    return self.collection.pipelined
 
   @property
   def obs(self) -> Optional[np.ndarray]:
     """The current observations of all envs (None before the first step)."""
-    if self.lanes[0].obs is None:
-      return None
-    return np.concatenate([lane.obs for lane in self.lanes])
+    return self.collection.obs
 
   def start(self) -> None:
     """Starts fresh episodes in every env (seeded by the step count, so resumes are seeded)."""
     obs, _ = self.env.reset(seed=self.seed * 1_000_003 + self.step)
-    for lane, rows in zip(self.lanes, np.split(np.arange(self.num_envs), len(self.lanes))):
-      lane.obs = obs[rows]
-      lane.policy.reset(lane.env.num_envs)
+    self.collection.start(obs)
+    for lane in self.lanes:
       lane.episodes = EpisodeTracker(lane.env.num_envs)
     self._apply_schedule()
 
@@ -297,37 +249,11 @@ class GuidedLoop:
         lane.policy.restart(done[rows])
       lane.obs = next_obs[rows]
 
-  def _lane_step(self, lane: _Lane, following: Optional[_Lane]) -> int:
-    """Acts and steps `lane`'s envs; starts `following`'s guide meanwhile. Returns the number
-    of guide steps."""
-    action = lane.policy.act(lane.obs)
-    if following is not None:
-      following.policy.prefetch(following.obs, self._executor)
-    source = np.where(lane.policy.from_guide, GUIDE, STUDENT).astype(np.int8)
-    self._record([lane], lane.obs, action, source, lane.env.step(action))
-    return int(np.count_nonzero(source == GUIDE))
-
-  def _student_step(self) -> None:
-    """A pipelined step in which no guide acts: the student and the envs in one call each."""
-    obs = self.obs
-    student_action = self.student.act(obs)
-    action = np.concatenate([
-        lane.policy.act(lane.obs, student_action=part)
-        for lane, part in zip(self.lanes, np.split(student_action, len(self.lanes)))])
-    source = np.full(self.num_envs, STUDENT, np.int8)
-    self._record(self.lanes, obs, action, source, self.env.step(action))
-
   def collect_step(self) -> None:
     """One step of every env; the transitions go to the buffer labelled by who acted."""
     if self.lanes[0].obs is None:
       self.start()
-    guide_steps = 0
-    if self.pipelined and not any(lane.policy.needs_guide() for lane in self.lanes):
-      self._student_step()
-    else:
-      for i, lane in enumerate(self.lanes):
-        following = self.lanes[(i + 1) % len(self.lanes)] if self.pipelined else None
-        guide_steps += self._lane_step(lane, following)
+    guide_steps = self.collection.step(self._record)
     self.step += self.num_envs
     self._window['env_steps'] += self.num_envs
     self._window['guide_steps'] += guide_steps
@@ -379,32 +305,12 @@ class GuidedLoop:
     `should_stop` is checked between steps, where the loop's state is consistent (a stop
     requested by a signal handler never cuts an update or a buffer write in half).
     """
-    if not self.pipelined:
+    with self.collection.running():  # Pipelined: core affinity and GIL switch interval.
       self._run(until_step, progress, should_stop)
-      return
-    # While pipelining, the simulators (this thread) and the guide keep to different cores;
-    # a guide thread gets the GIL back sooner.
-    interval = sys.getswitchinterval()
-    cpus = os.sched_getaffinity(0) if self._env_cpus else None
-    if self._executor is not None:
-      sys.setswitchinterval(min(interval, _PIPELINE_SWITCH_INTERVAL))
-    _set_thread_cpus(self._env_cpus)
-    try:
-      self._run(until_step, progress, should_stop)
-    finally:
-      sys.setswitchinterval(interval)
-      _set_thread_cpus(cpus)
 
   def close(self) -> None:
     """Stops the pipelined loop's guide thread or process (the loop cannot collect after)."""
-    for lane in self.lanes:
-      lane.policy.drain()
-    if self._executor is not None:
-      self._executor.shutdown()
-      self._executor = None
-    if self._server is not None:
-      self._server.close()
-      self._server = None
+    self.collection.close()
 
   def _run(self, until_step: int, progress, should_stop) -> None:
     while self.step < until_step:

@@ -10,7 +10,7 @@ actions `(n, act_dim)` float32 numpy arrays in [-1, 1]:
 
 Stateless policies ignore `observe`; the Decision Transformer records the executed action in
 its context and lowers its return-to-go. `load_guide(directory)` rebuilds a guide policy from a
-checkpoint written by `experiments/train_guide.py`; `load_policy(path)` rebuilds any saved
+checkpoint written by `gold_jax.stages.train_guide`; `load_policy(path)` rebuilds any saved
 policy (guide, student or expert) and `restore_learner(path)` any learner state.
 """
 
@@ -242,7 +242,7 @@ def read_guide_metadata(directory: str) -> Dict[str, Any]:
 
 
 def load_guide(directory: str, target_return: Optional[float] = None) -> Policy:
-  """Rebuilds the guide policy saved in `directory` by `experiments/train_guide.py`.
+  """Rebuilds the guide policy saved in `directory` by `gold_jax.stages.train_guide`.
 
   `directory` is a train_guide run directory or its `checkpoints/` folder: a
   `gold_jax.checkpoints.CheckpointManager` directory whose latest step holds the

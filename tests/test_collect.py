@@ -1,4 +1,4 @@
-"""experiments/collect.py: expert training, demonstration rollouts, dataset layout, resumption."""
+"""gold_jax.stages.collect: expert training, demonstration rollouts, dataset layout, resumption."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import collect
+from gold_jax.stages import collect
 from gold_jax import envs
 from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data.trajectories import TrajectoryDataset
@@ -115,6 +115,27 @@ def test_collect_bullet_end_to_end_and_resume(tmp_path, capsys):
 
   with pytest.raises(ValueError, match='different config'):
     collect.run(_tiny(hidden_dims=(4, 4)), workdir)
+
+
+def test_exported_expert_records_the_same_demonstrations_without_training(tmp_path):
+  config = _tiny(noise_fraction=0.0)
+  trained = collect.run(config, str(tmp_path / 'trained'))
+  exported = collect.expert_path(str(tmp_path / 'trained'))
+  assert trained['expert_policy'] == exported and os.path.getsize(exported) < 100_000
+  replay_dir = str(tmp_path / 'replayed')
+  replayed = collect.run(_tiny(noise_fraction=0.0, expert_policy=exported), replay_dir)
+  assert not os.path.exists(os.path.join(replay_dir, 'checkpoints'))  # Nothing trained.
+  first = TrajectoryDataset.load(trained['dataset'])
+  second = TrajectoryDataset.load(replayed['dataset'])
+  np.testing.assert_allclose(first.actions, second.actions, atol=1e-5)
+  for key in ('expert_reward_mean', 'expert_cost_mean', 'eval_set', 'expert_checkpoint_step',
+              'expert_validation_cost_mean'):
+    assert replayed[key] == pytest.approx(trained[key], abs=1e-4), key
+  # An expert of another task, or no file, is refused with the reason.
+  with pytest.raises(ValueError, match='an expert of Car-Circle'):
+    collect.run(_tiny(task='Point-Goal', expert_policy=exported), str(tmp_path / 'other'))
+  with pytest.raises(ValueError, match='no such exported expert'):
+    collect.run(_tiny(expert_policy=str(tmp_path / 'none.npz')), str(tmp_path / 'none'))
 
 
 def test_collect_safety_gymnasium_npz(tmp_path):

@@ -1,11 +1,11 @@
-"""experiments/demo.py --scale=smoke: every stage runs; the table, curves and artifact appear."""
+"""The demo study (gold_jax.studies.demo) at --scale=smoke: every stage runs; the table, curves and artifact appear."""
 
 import json
 import os
 
 import numpy as np
 
-from experiments import demo
+from gold_jax.studies import demo
 from gold_jax import export
 
 

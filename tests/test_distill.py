@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import distill
+from gold_jax.stages import distill
 from gold_jax import envs
 from gold_jax import launch
 from gold_jax import logger as logger_lib
@@ -300,18 +300,19 @@ def test_bad_configs_fail_before_any_rollout(tmp_path, guides, monkeypatch):
 
 
 def test_flags_parse_into_config():
+  from experiments import distill as launcher  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
-  distill.define_flags(fv)
+  launcher.define_flags(fv)
   fv(['distill', '--task=Point-Goal', '--guide=none', '--guide_steps=50,20,0', '--utd=2',
       '--backbone=cvpo', '--workdir=/tmp/x'])
-  config = distill.config_from_flags(fv)
+  config = launcher.config_from_flags(fv)
   assert (config.task, config.guide_steps, config.utd, config.backbone) == (
       'Point-Goal', (50, 20, 0), 2.0, 'cvpo')
   assert config.hidden_dims == (256, 256)  # The student is always 2x256 from the command line.
   for argv, match in ((['--utd=0'], 'utd'), (['--guide_steps=5,x'], 'integers'),
                       (['--guide_steps=5,-2'], '>= 0')):
     fv = flags.FlagValues()
-    distill.define_flags(fv)
+    launcher.define_flags(fv)
     fv(['distill', '--guide=none', *argv])
     with pytest.raises(ValueError, match=match):
-      distill.config_from_flags(fv)
+      launcher.config_from_flags(fv)

@@ -17,8 +17,9 @@ import pytest
 pytest.importorskip('metadrive')
 
 # pylint: disable=wrong-import-position
-from experiments import driving
-from gold_jax.driving import configs, memory, metrics
+from gold_jax.studies import driving
+from gold_jax import presets
+from gold_jax.driving import memory, metrics
 from gold_jax.driving import evaluate as driving_eval
 from gold_jax.envs import metadrive as md
 from gold_jax.envs import scenarionet_writer
@@ -89,7 +90,7 @@ def test_smoke_run_table(smoke_run):
   for method in driving.METHODS.values():
     if method.backbone:
       done = json.loads((workdir / 'online' / method.slug / 'done.json').read_text())
-      assert done['training/env_steps'] == configs.preset('smoke').total_steps
+      assert done['training/env_steps'] == presets.driving('smoke').total_steps
 
 
 def test_smoke_split_is_disjoint_and_held_out(smoke_run, data_dir):
@@ -181,7 +182,7 @@ def test_bad_configs_are_refused():
     driving.validate(driving.Config(scale='huge'))
   with pytest.raises(ValueError, match='test_fraction'):
     driving.validate(driving.Config(test_fraction=1.0))
-  paper = configs.preset('paper')
+  paper = presets.driving('paper')
   assert (paper.dt_dropout_rate, paper.dt_warmup_steps, paper.dt_batch_size, paper.episode_len,
           paper.dt_return_scale, paper.dt_target_returns) == (0.25, 10_000, 512, 90, 100.0,
                                                               (400.0, 1000.0))

@@ -1,4 +1,4 @@
-"""experiments/evaluate.py: any checkpoint loads, evaluates, plots, exports; errors are clear."""
+"""gold_jax.stages.evaluate (and its launcher): any checkpoint loads, evaluates, plots, exports; errors are clear."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import evaluate
+from gold_jax.stages import evaluate
 from gold_jax import envs
 from gold_jax.agents import bc, iql, sac
 from gold_jax.checkpoints import CheckpointManager

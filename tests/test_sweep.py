@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from experiments import table1
+from gold_jax.studies import table1
 from gold_jax import results, sweep
 
 
@@ -137,7 +137,7 @@ def test_ray_sweep_needs_a_shared_workdir(local_ray, tmp_path, monkeypatch):
 def test_ray_driving_sweep(local_ray, tmp_path):
   del local_ray
   pytest.importorskip('metadrive')
-  from experiments import driving  # pylint: disable=g-import-not-at-top
+  from gold_jax.studies import driving  # pylint: disable=g-import-not-at-top
   from gold_jax.envs import scenarionet_writer  # pylint: disable=g-import-not-at-top
   data = tmp_path / 'scenarios'
   scenarionet_writer.write_procedural_scenarios(data, num_scenarios=4, seed=0, horizon=40)

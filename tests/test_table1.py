@@ -1,11 +1,11 @@
-"""`experiments/table1.py --scale=smoke` end to end: every method, table, curves, reruns."""
+"""The Table I study (`gold_jax.studies.table1`) end to end at smoke scale: every method, table, curves, reruns."""
 
 import dataclasses
 import os
 
 import pytest
 
-from experiments import table1
+from gold_jax.studies import table1
 from gold_jax import results
 
 
@@ -39,6 +39,23 @@ def test_smoke_sweep_fills_every_cell(sweep):
   speedup = float(timing.rsplit(' ', 1)[-1].rstrip('x\n'))
   assert 0.5 < speedup <= 1.01, timing
   assert table1.parallel_timing(config, workdir, since=2e9) == ''  # No run after that time.
+
+
+def test_committed_expert_policies_replace_training(sweep, tmp_path):
+  config, workdir, _ = sweep
+  exported = os.path.join(workdir, 'experts', 'Car-Circle_seed0.npz')
+  assert 0 < os.path.getsize(exported) < 100_000  # The small file a sweep commits.
+  again = table1.Config(tasks=('Car-Circle',), seeds=1, scale='smoke', methods=(),
+                        expert_policies=os.path.dirname(exported))
+  table1.run(again, str(tmp_path))
+  first = results.read_runs_csv(os.path.join(workdir, 'runs.csv'))
+  second = results.read_runs_csv(os.path.join(str(tmp_path), 'runs.csv'))
+  expert = lambda rows: [r for r in rows if r['method'] == results.EXPERT][0]
+  assert expert(second)['eval_set'] == expert(first)['eval_set']
+  for key in ('reward', 'cost'):
+    assert float(expert(second)[key]) == pytest.approx(float(expert(first)[key]), abs=1e-3)
+  assert not os.path.exists(os.path.join(str(tmp_path), 'Car-Circle', 'seed0', 'expert',
+                                         'checkpoints'))  # Recorded, not retrained.
 
 
 def test_rerun_reuses_results_and_marks_failures(sweep):

@@ -1,4 +1,4 @@
-"""experiments/train_guide.py: DT and BC guides trained, checkpointed for load_guide, evaluated."""
+"""gold_jax.stages.train_guide: DT and BC guides trained, checkpointed for load_guide, evaluated."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import train_guide
+from gold_jax.stages import train_guide
 from gold_jax.agents import bc
 from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data.trajectories import DatasetError, TrajectoryDataset
@@ -130,7 +130,7 @@ DATA_PARALLEL_SCRIPT = '''
 import sys
 import experiments  # Applies gold_jax.runtime.configure_cpu: GOLD_JAX_CPU_DEVICES=2.
 import jax
-from experiments import train_guide
+from gold_jax.stages import train_guide
 from gold_jax.agents import dt
 
 assert jax.local_device_count() == 2, jax.devices()

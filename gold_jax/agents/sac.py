@@ -2,7 +2,7 @@
 
 Twin reward critic Q_r and twin cost critic Q_c with Polyak targets, a tanh-Gaussian actor with
 automatic entropy tuning, and a cost multiplier λ ≥ 0. The actor maximises
-E_{a~π}[min_i Q_r,i(s, a) − λ mean_i Q_c,i(s, a) − α log π(a|s)].
+E_{a~π}[min_i Q_r,i(s, a) − λ max_i Q_c,i(s, a) − α log π(a|s)].
 
 - `lambda_rule='lagrange'|'pid'`: λ starts at `cost_coef` and follows the rule of `lagrange` on the measured
   episode cost: the training loop calls `update_lambda(state, episode_cost)` with the mean cost of
@@ -11,8 +11,14 @@ E_{a~π}[min_i Q_r,i(s, a) − λ mean_i Q_c,i(s, a) − α log π(a|s)].
 - `lambda_rule='fixed'`: λ = `cost_coef` stays fixed. Because Q is linear in the reward, Q_r − λ Q_c is
   the value of the shaped reward r − λ c, so this is fixed-λ reward shaping.
 
-The reward target is pessimistic (min over the twin). The cost target averages the twin: the
-pessimistic side for a cost is the max, whose overestimate compounds through bootstrapping.
+Both targets and the actor are pessimistic, as in clipped double Q-learning: the reward takes
+the min over its twin, the cost the max over its twin, and Q_c is clipped at 0 (costs are
+≥ 0). The actor minimises λ Q_c over its own actions, so it steers toward actions where the
+cost critic underestimates, and those values bootstrap back. Measured on Point-Goal (64×64,
+4 updates per env step): with the twin's mean and no clip, Q_c's mean on replayed actions fell
+to −7 within 15k env steps while episodes cost 35–50; with the clip but the mean, it stayed at
+0.3–1.0 over 50k steps while the replayed steps' discounted cost-to-go was about 8.5 (0.085
+cost per step), so λ bought no safety.
 """
 
 import dataclasses
@@ -93,12 +99,13 @@ def soft_td_target(reward, cost, terminated, next_q, next_cost_q, next_log_prob,
                    discount) -> Tuple[jax.Array, jax.Array]:
   """Reward and cost targets, a' ~ π(·|s') (SAC, Eq. 3 and 5; the cost has no entropy bonus).
 
-  y_r = r + γ (1 − d) (min_i Q̄_r,i(s', a') − α log π(a'|s')),  y_c = c + γ (1 − d) Q̄_c(s', a').
+  y_r = r + γ (1 − d) (min_i Q̄_r,i(s', a') − α log π(a'|s')),
+  y_c = c + γ (1 − d) max(0, max_i Q̄_c,i(s', a'))  (pessimistic; costs are ≥ 0).
   """
   chex.assert_equal_shape([reward, cost, terminated, next_q, next_cost_q, next_log_prob])
   bootstrap = discount * (1.0 - terminated)
   return (reward + bootstrap * (next_q - alpha * next_log_prob),
-          cost + bootstrap * next_cost_q)
+          cost + bootstrap * jnp.maximum(next_cost_q, 0.0))
 
 
 def actor_loss(log_prob: jax.Array, q: jax.Array, alpha: jax.Array) -> jax.Array:
@@ -171,7 +178,7 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
   next_action, next_log_prob = distributions.tanh_gaussian_sample(k_next, mean, log_std)
   target = state.target_critic_params
   next_q = critic.apply({'params': target['reward']}, batch.next_obs, next_action).min(0)
-  next_cost_q = critic.apply({'params': target['cost']}, batch.next_obs, next_action).mean(0)
+  next_cost_q = critic.apply({'params': target['cost']}, batch.next_obs, next_action).max(0)
   target_q, target_cost_q = soft_td_target(
       batch.reward, batch.cost, batch.terminated, next_q, next_cost_q, next_log_prob, alpha,
       config.discount)
@@ -192,8 +199,9 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
     mean, log_std = actor.apply({'params': params}, batch.obs)
     action, log_prob = distributions.tanh_gaussian_sample(k_actor, mean, log_std)
     q = critic.apply({'params': critic_params['reward']}, batch.obs, action).min(0)
-    cost_q = critic.apply({'params': critic_params['cost']}, batch.obs, action).mean(0)
-    return actor_loss(log_prob, q - lam * cost_q, alpha), (log_prob, cost_q)
+    cost_q = critic.apply({'params': critic_params['cost']}, batch.obs, action).max(0)
+    # No reward for actions where Q_c extrapolates below the least possible cost.
+    return actor_loss(log_prob, q - lam * jnp.maximum(cost_q, 0.0), alpha), (log_prob, cost_q)
 
   (loss_actor, (log_prob, policy_cost_q)), grads = jax.value_and_grad(
       actor_loss_fn, has_aux=True)(state.actor_params)

@@ -1,0 +1,444 @@
+r"""Safe driving on real Waymo scenarios: GOLD against its guides and from-scratch learners.
+
+  python -m experiments.driving --data_dir=$GOLD_WOMD_DIR --workdir=runs/driving --scale=small
+
+Stages, each skipped when its output already exists (a rerun resumes where it stopped):
+
+1. `split/`: the scenarios are split by name into train and test (`--test_fraction`, or the
+   scenarios named by `--test_scenarios`), as two ScenarioNet directories that point back at the
+   original files (`gold_jax.driving.split`).
+2. `demos/`: the human ego logs of the TRAIN scenarios become demonstrations in the simulator
+   (`gold_jax.driving.demos`; scenarios whose log cannot be followed are dropped).
+3. `guides/{dt,bc}/`: a Decision Transformer and a BC guide are trained on them
+   (`gold_jax.stages.train_guide`, with the driving settings of `gold_jax.presets`).
+4. `online/<method>/`: GOLD(DT-IQL), GOLD(BC-IQL), GOLD(DT-CVPO) and IQL / CVPO from scratch
+   train online on the TRAIN scenarios (`gold_jax.stages.distill`). Stages 3 and 4 run one
+   after another in this process, in `--workers` processes, or as Ray tasks
+   (`--executor=ray`, each online run after its guide; `gold_jax.sweep`).
+5. `eval/<method>.json`: every method drives each held-out TEST scenario once
+   (`gold_jax.driving.evaluate`).
+
+Then it prints and writes (`results.json`, `results.md`) the table of reward, cost, success,
+crash and out-of-road rates per method, and `trajectories.png`: the methods' paths against the
+human log on one test scenario. `--methods` picks a subset; only the guides and runs those
+methods need are trained. With the three Waymo scenarios available here the split is 2 / 1:
+one test scenario, so every rate in the table is 0 or 1.
+"""
+
+import dataclasses
+import os
+import pathlib
+import pickle
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from absl import logging
+import numpy as np
+
+from gold_jax.stages import distill
+from gold_jax.stages import train_guide
+from gold_jax import sweep
+from gold_jax.checkpoints import checkpoint_dir
+from gold_jax import presets
+from gold_jax.driving import demos
+from gold_jax.driving import evaluate as driving_eval
+from gold_jax.driving import plots
+from gold_jax.driving import split
+from gold_jax.envs import metadrive as md
+from gold_jax.envs import scenarionet_writer
+from gold_jax.launch import check_same_config, load_json, save_json
+from gold_jax.policies import load_policy
+
+TASK = driving_eval.TASK
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One row of the table: an offline guide alone, or an online run (guide 'none': scratch)."""
+  name: str
+  guide: str  # 'dt', 'bc' or 'none'
+  backbone: Optional[str] = None  # 'iql' / 'cvpo' for online runs; None for a guide alone
+
+  @property
+  def slug(self) -> str:
+    if self.backbone is None:
+      return self.guide
+    return self.backbone if self.guide == 'none' else f'gold_{self.guide}_{self.backbone}'
+
+
+METHODS = {m.name: m for m in (
+    Method('BC', 'bc'), Method('DT', 'dt'), Method('IQL', 'none', 'iql'),
+    Method('CVPO', 'none', 'cvpo'), Method('GOLD(BC-IQL)', 'bc', 'iql'),
+    Method('GOLD(DT-CVPO)', 'dt', 'cvpo'), Method('GOLD(DT-IQL)', 'dt', 'iql'))}
+PLOT_METHODS = ('GOLD(DT-IQL)', 'DT', 'IQL', 'GOLD(DT-CVPO)')
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  data_dir: str = ''  # ScenarioNet directory; '' = $GOLD_WOMD_DIR.
+  methods: Tuple[str, ...] = tuple(METHODS)  # Rows of the table (names of METHODS).
+  scale: str = 'small'  # Budget: 'smoke', 'small' or 'paper' (gold_jax.presets).
+  test_fraction: float = 0.2  # Share of the scenarios held out for testing (at least one).
+  test_scenarios: Tuple[str, ...] = ()  # Held-out scenarios by file name or scenario id;
+                                        # overrides test_fraction.
+  plot_scenario: str = ''  # Test scenario (file name or id) drawn; '' = the first one.
+  plot_methods: Tuple[str, ...] = PLOT_METHODS  # Methods drawn against the human log.
+  seed: int = 0  # Seeds the split, the learners, the envs.
+  progress: bool = False  # Progress bars of the training stages.
+  # Where the guides and online runs execute (gold_jax.sweep.ExecutorConfig): 'local' (one
+  # after another, or `workers` processes) or 'ray' tasks, each online run after its guide.
+  executor: str = 'local'  # 'local' (a process pool) or 'ray' (pip install -e .[ray]).
+  workers: int = 1  # Runs at once on this machine (local pool, or a local Ray's CPUs).
+  ray_address: str = ''  # Ray cluster to join (auto, head:6379); '': a local Ray.
+  cpus_per_run: float = 1.0  # Ray: CPUs per run.
+  gpus_per_run: float = 0.0  # Ray: GPUs per run (0.25: a quarter of a GPU and its memory).
+  max_retries: int = 3  # Ray: retries of a run whose worker died.
+
+
+# Fields that may change between reruns of one workdir (they do not change finished stages).
+_RESUMABLE = ('methods', 'plot_scenario', 'plot_methods', 'progress') + sweep.EXECUTOR_FIELDS
+
+
+def validate(config: Config) -> None:
+  unknown = [m for m in config.methods if m not in METHODS]
+  if unknown or not config.methods:
+    raise ValueError(f'--methods must be a non-empty subset of {list(METHODS)}, got '
+                     f'{list(config.methods)}')
+  presets.driving(config.scale)
+  if not 0.0 < config.test_fraction < 1.0:
+    raise ValueError(f'--test_fraction must be in (0, 1), got {config.test_fraction}')
+  unknown = [m for m in config.plot_methods if m not in METHODS]
+  if unknown:
+    raise ValueError(f'--plot_methods: unknown methods {unknown}')
+
+
+# -- 1. Split -------------------------------------------------------------------------------
+
+
+def _scenario_names(data_dir) -> Dict[str, str]:
+  """File name -> scenario id, in index order."""
+  with open(pathlib.Path(data_dir) / md.SUMMARY_FILE, 'rb') as f:
+    summary = pickle.load(f)
+  ids = {}
+  for path in md.scenario_files(data_dir):
+    entry = summary.get(path.name, {})
+    ids[path.name] = str(entry.get('id', entry.get('scenario_id', path.stem)))
+  return ids
+
+
+def _match(wanted: str, names: Dict[str, str]) -> str:
+  for name, scenario_id in names.items():
+    if wanted in (name, pathlib.Path(name).stem, scenario_id):
+      return name
+  raise ValueError(f'scenario {wanted!r} is not in the data (known: '
+                   f'{", ".join(names.values())})')
+
+
+def _write_parts(data_dir, out_dir, parts: Dict[str, List[str]]) -> Dict[str, pathlib.Path]:
+  """ScenarioNet directories `out_dir/<part>` listing `parts[part]`; files are not copied."""
+  data_dir = pathlib.Path(data_dir).resolve()
+  with open(data_dir / md.SUMMARY_FILE, 'rb') as f:
+    summary = pickle.load(f)
+  folders = {p.name: p.parent for p in md.scenario_files(data_dir)}
+  result = {}
+  for part, names in parts.items():
+    target = pathlib.Path(out_dir) / part
+    target.mkdir(parents=True, exist_ok=True)
+    mapping = {n: os.path.relpath(folders[n], target.resolve()) for n in names}
+    scenarionet_writer.atomic_pickle(mapping, target / md.MAPPING_FILE)
+    scenarionet_writer.atomic_pickle({n: summary[n] for n in names}, target / md.SUMMARY_FILE)
+    result[part] = target
+  return result
+
+
+def make_split(config: Config, data_dir, workdir) -> Dict[str, Any]:
+  """Writes `split/{train,test}` and `split/split.json`; returns the split (names and dirs)."""
+  out = pathlib.Path(workdir) / 'split'
+  names = _scenario_names(data_dir)
+  if config.test_scenarios:
+    test = {_match(s, names) for s in config.test_scenarios}
+    parts = {'train': [n for n in names if n not in test], 'test': [n for n in names if n in test]}
+    if not parts['train']:
+      raise ValueError('--test_scenarios holds out every scenario: nothing left to train on')
+    dirs = _write_parts(data_dir, out, parts)
+  else:
+    dirs = split.write_split(data_dir, out, config.test_fraction, config.seed)
+  result = {}
+  for part, directory in dirs.items():
+    files = [p.name for p in md.scenario_files(directory)]
+    result[part] = {'dir': str(directory), 'files': files, 'ids': [names[f] for f in files]}
+  if set(result['train']['files']) & set(result['test']['files']):
+    raise RuntimeError('train and test scenarios overlap')  # Never: the split is disjoint.
+  save_json(str(out / 'split.json'), result)
+  return result
+
+
+# -- 2-3. Demonstrations and guides ---------------------------------------------------------------
+
+
+def extract_demos(train_dir, workdir) -> str:
+  """Demonstrations of the train scenarios' human logs (`demos/demos.npz`); returns its path.
+
+  `demos/reports.json` records, per train scenario, the tracking error and outcome or why it
+  was dropped.
+  """
+  out = pathlib.Path(workdir) / 'demos'
+  dataset, reports_path = out / 'demos.npz', out / 'reports.json'
+  if dataset.exists() and reports_path.exists():
+    return str(dataset)
+  out.mkdir(parents=True, exist_ok=True)
+  episodes, reports = [], []
+  for _, episode, report in demos.extract_demos(train_dir):
+    reports.append(dataclasses.asdict(report))
+    if episode is not None:
+      episodes.append(episode)
+  if not episodes:
+    reasons = '; '.join(f'{r["name"]}: {r["reason"]}' for r in reports)
+    raise RuntimeError(f'no train scenario gave a demonstration ({reasons})')
+  logging.info('demonstrations: %d of %d train scenarios kept', len(episodes), len(reports))
+  demos.save_dataset(dataset, episodes)
+  save_json(str(reports_path), reports)  # Last: its presence marks the stage as done.
+  return str(dataset)
+
+
+def guide_config(algo: str, p: presets.DrivingPreset, dataset: str, train_dir, config: Config
+                 ) -> train_guide.Config:
+  """The `train_guide.Config` of the DT or BC guide at the scale's budget."""
+  common = dict(algo=algo, dataset=dataset, task=TASK, eval_episodes=0, seed=config.seed,
+                progress=config.progress, tensorboard=False, max_episode_steps=p.episode_len,
+                env_options={'data_dir': str(train_dir)})
+  if algo == 'bc':
+    steps = p.bc_steps
+    return train_guide.Config(
+        steps=steps, updates_per_call=min(p.guide_updates_per_call, steps),
+        batch_size=p.bc_batch_size, hidden_dims=tuple(p.bc_hidden_dims), log_every=steps,
+        checkpoint_every=steps, **common)
+  steps = p.dt_steps
+  return train_guide.Config(
+      steps=steps, updates_per_call=min(p.guide_updates_per_call, steps),
+      batch_size=p.dt_batch_size, embed_dim=p.dt_embed_dim, num_layers=p.dt_num_layers,
+      num_heads=p.dt_num_heads, context_len=p.dt_context_len, dropout_rate=p.dt_dropout_rate,
+      warmup_steps=p.dt_warmup_steps, return_scale=p.dt_return_scale,
+      target_return=p.dt_target_returns[0] if p.dt_target_returns else None,
+      target_quantile=1.0, log_every=steps, checkpoint_every=steps, **common)
+
+
+def train_guides(algos: Sequence[str], p: presets.DrivingPreset, dataset: str, train_dir, workdir,
+                 config: Config) -> Dict[str, str]:
+  """Trains the guides `algos` not yet finished; returns their checkpoint directories."""
+  result = {}
+  for algo in algos:
+    run_dir = os.path.join(workdir, 'guides', algo)
+    if load_json(os.path.join(run_dir, 'summary.json')) is None:
+      start = time.perf_counter()
+      train_guide.run(guide_config(algo, p, dataset, train_dir, config), run_dir)
+      logging.info('guide %s trained in %.0f s', algo, time.perf_counter() - start)
+    result[algo] = checkpoint_dir(run_dir, of_run=True)
+  return result
+
+
+# -- 4. Online runs -------------------------------------------------------------------------------
+
+
+def online_config(method: Method, p: presets.DrivingPreset, guide_ckpt: str, train_dir,
+                  config: Config) -> distill.Config:
+  """The `distill.Config` of an online method at the scale's budget."""
+  return distill.Config(
+      task=TASK, guide=method.guide, guide_ckpt=guide_ckpt if method.guide != 'none' else '',
+      backbone=method.backbone, guide_schedule='horizon', guide_steps=tuple(p.guide_steps),
+      stage_steps=p.stage_steps, total_steps=p.total_steps, num_envs=1, utd=p.utd,
+      train_every=p.train_every, batch_size=p.batch_size, learning_starts=p.learning_starts,
+      replay_capacity=p.replay_capacity, eval_every=p.eval_every,
+      eval_episodes=p.eval_episodes, cost_coef=p.cost_coef,
+      hidden_dims=tuple(p.student_hidden_dims), max_episode_steps=p.episode_len,
+      seed=config.seed, progress=config.progress, env_options={'data_dir': str(train_dir)},
+      # Curve points and the run's own final numbers come from the held-out scenarios.
+      eval_env_options={'data_dir': str(pathlib.Path(train_dir).parent / 'test')})
+
+
+def train_online(method: Method, p: presets.DrivingPreset, guides: Dict[str, str], train_dir, workdir,
+                 config: Config) -> str:
+  """Trains (or resumes) one online method unless finished; returns its run directory."""
+  run_dir = os.path.join(workdir, 'online', method.slug)
+  done = os.path.join(run_dir, 'done.json')
+  if load_json(done) is None:
+    start = time.perf_counter()
+    summary = distill.train_and_evaluate(
+        online_config(method, p, guides.get(method.guide, ''), train_dir, config), run_dir)
+    if summary.get('interrupted'):
+      raise KeyboardInterrupt(f'{method.name} interrupted; rerun to resume')
+    save_json(done, {'seconds': time.perf_counter() - start,
+                     **{k: v if isinstance(v, str) else float(v) for k, v in summary.items()}})
+  return run_dir
+
+
+def train_all(algos: Sequence[str], online: Sequence[Method], p: presets.DrivingPreset, dataset: str,
+              train_dir, workdir, config: Config) -> Dict[str, str]:
+  """Trains the guides `algos`, then the `online` methods, each after its guide, on the
+  executor of `config` (`gold_jax.sweep`); returns the guides' checkpoint directories.
+  Raises if a run failed."""
+  root, train_dir = os.path.abspath(workdir), os.path.abspath(train_dir)  # Seen by any worker.
+  guides = {a: checkpoint_dir(os.path.join(root, 'guides', a), of_run=True) for a in algos}
+  with sweep.from_config(config) as executor:
+    executor.check_shared_dir(root)
+    handles = {a: executor.submit(train_guides, ([a], p, dataset, train_dir, root, config),
+                                  name=f'guides/{a}') for a in algos}
+    for method in online:
+      print(f'online: {method.name}')
+      handles[method.name] = executor.submit(
+          train_online, (method, p, guides, train_dir, root, config),
+          after=[handles[method.guide]] if method.guide in handles else [],
+          name=f'online/{method.slug}')
+    results = executor.gather(list(handles.values()))
+  failed = [f'{name}: {r["error"]}' for name, r in zip(handles, results)
+            if isinstance(r, dict) and 'error' in r]
+  if failed:
+    raise RuntimeError('driving runs failed: ' + '; '.join(failed))
+  return guides
+
+
+# -- 5. Evaluation on the test scenarios ----------------------------------------------------------
+
+
+def policy_checkpoint(method: Method, guides: Dict[str, str], workdir) -> str:
+  if method.backbone is None:
+    return guides[method.guide]
+  return os.path.join(workdir, 'online', method.slug)
+
+
+def evaluate_methods(methods: Sequence[Method], guides: Dict[str, str], test_dir, workdir,
+                     config: Config, dt_targets: Sequence[float] = ()) -> Dict[str, Dict]:
+  """Evaluates each method once per test scenario (cached in `eval/`); returns the results.
+
+  A DT guide is also evaluated at every conditioning return of `dt_targets` after the first
+  (rows `DT(R=...)`).
+  """
+  rows: List[Tuple[str, Method, Optional[float]]] = []
+  for method in methods:
+    rows.append((method.name, method, None))
+    if method.name == 'DT':
+      rows += [(f'DT(R={target:g})', method, float(target)) for target in dt_targets[1:]]
+  results, env = {}, None
+  try:
+    for name, method, target in rows:
+      path = os.path.join(workdir, 'eval', _file_name(name) + '.json')
+      cached = load_json(path)
+      if cached is None:
+        if env is None:
+          env = driving_eval.make_scenario_env(test_dir, seed=config.seed)
+        policy, _ = load_policy(policy_checkpoint(method, guides, workdir), target)
+        metrics, episodes = driving_eval.evaluate_scenarios(policy, env)
+        cached = {'method': name, 'metrics': metrics,
+                  'scenarios': driving_eval.episode_rows(episodes),
+                  'paths': [e['ego_xy'].tolist() for e in episodes]}
+        save_json(path, cached)
+      results[name] = cached
+  finally:
+    if env is not None:
+      env.close()
+  return results
+
+
+def _file_name(name: str) -> str:
+  return ''.join(c if c.isalnum() else '_' for c in name).strip('_').lower()
+
+
+# -- Report ---------------------------------------------------------------------------------------
+
+COLUMNS = (('reward', 'reward/mean'), ('cost', 'cost/mean'), ('success', 'success_rate'),
+           ('crash', 'crash_rate'), ('out_of_road', 'out_of_road_rate'))
+
+
+def table_rows(results: Dict[str, Dict]) -> List[Dict[str, float]]:
+  """One row per method: reward and cost (means), success / crash / out-of-road rates."""
+  return [{'method': name, 'episodes': int(r['metrics']['episodes']),
+           **{column: float(r['metrics'][key]) for column, key in COLUMNS}}
+          for name, r in results.items()]
+
+
+def format_table(rows: Sequence[Dict[str, Any]]) -> str:
+  """A Markdown table of `table_rows`."""
+  head = ['method', 'reward', 'cost', 'success rate', 'crash rate', 'out-of-road rate',
+          'episodes']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for r in rows:
+    lines.append(f'| {r["method"]} | {r["reward"]:.2f} | {r["cost"]:.2f} | {r["success"]:.2f} '
+                 f'| {r["crash"]:.2f} | {r["out_of_road"]:.2f} | {r["episodes"]} |')
+  return '\n'.join(lines)
+
+
+def plot_trajectories(results: Dict[str, Dict], split_info: Dict[str, Any], config: Config,
+                      workdir) -> Optional[str]:
+  """Bird's-eye view of the plotted methods' paths and the human log on one test scenario."""
+  test = split_info['test']
+  wanted = config.plot_scenario or test['files'][0]
+  index = next((i for i, (f, s) in enumerate(zip(test['files'], test['ids']))
+                if wanted in (f, pathlib.Path(f).stem, s)), None)
+  if index is None:
+    logging.warning('plot scenario %r is not a test scenario; no plot', wanted)
+    return None
+  scenario_id = test['ids'][index]
+  paths = {name: np.asarray(results[name]['paths'][index])  # Episodes follow the test order.
+           for name in config.plot_methods if name in results}
+  if not paths:
+    return None
+  scenario = md.read_scenario(md.scenario_files(test['dir'])[index])
+  out = plots.plot_scenario(scenario, os.path.join(workdir, 'trajectories.png'), paths=paths,
+                            title=f'test scenario {scenario_id}: policies vs human log')
+  return str(out)
+
+
+def write_report(rows, split_info, config: Config, plot: Optional[str], workdir,
+                 seconds: float) -> str:
+  """results.json and results.md; returns the Markdown."""
+  n_train, n_test = len(split_info['train']['files']), len(split_info['test']['files'])
+  note = (f'{n_train} train / {n_test} test scenarios (held out: '
+          f'{", ".join(split_info["test"]["ids"])}); one episode per test scenario, '
+          f'scale `{config.scale}`, seed {config.seed}.')
+  if n_test < 5:
+    note += (f' With {n_test} test scenario(s) every rate is a mean of {n_test} 0/1 outcome(s): '
+             'a tiny test set that shows the pipeline working, not a measurement of the '
+             'methods.')
+  markdown = (f'# MetaDrive-Waymo: safe driving on held-out scenarios\n\n{note}\n\n'
+              f'{format_table(rows)}\n')
+  if plot:
+    markdown += f'\n![trajectories]({os.path.basename(plot)})\n'
+  save_json(os.path.join(workdir, 'results.json'),
+            {'rows': rows, 'split': split_info, 'config': dataclasses.asdict(config),
+             'preset': dataclasses.asdict(presets.driving(config.scale)), 'plot': plot,
+             'seconds': seconds, 'note': note})
+  pathlib.Path(workdir, 'results.md').write_text(markdown)
+  return markdown
+
+
+# -- The pipeline ---------------------------------------------------------------------------------
+
+
+def run(config: Config, workdir: str) -> Dict[str, Any]:
+  """Runs (or resumes) every stage; returns `{'rows', 'split', 'markdown', 'plot'}`."""
+  validate(config)
+  start = time.perf_counter()
+  data_dir = md.resolve_data_dir(config.data_dir or None).resolve()
+  config = dataclasses.replace(config, data_dir=str(data_dir))
+  os.makedirs(workdir, exist_ok=True)
+  check_same_config(workdir, config, may_differ=_RESUMABLE)
+  p = presets.driving(config.scale)
+  methods = [METHODS[name] for name in config.methods]
+
+  split_info = make_split(config, data_dir, workdir)
+  train_dir, test_dir = split_info['train']['dir'], split_info['test']['dir']
+  print(f'split: {len(split_info["train"]["files"])} train, '
+        f'{len(split_info["test"]["files"])} test scenarios (test: '
+        f'{", ".join(split_info["test"]["ids"])})')
+
+  needed = sorted({m.guide for m in methods if m.guide != 'none'})
+  dataset = extract_demos(train_dir, workdir) if needed else ''
+  guides = train_all(needed, [m for m in methods if m.backbone is not None], p, dataset,
+                     train_dir, workdir, config)
+
+  results = evaluate_methods(methods, guides, test_dir, workdir, config, p.dt_target_returns)
+  rows = table_rows(results)
+  plot = plot_trajectories(results, split_info, config, workdir)
+  markdown = write_report(rows, split_info, config, plot, workdir, time.perf_counter() - start)
+  print(markdown)
+  return {'rows': rows, 'split': split_info, 'markdown': markdown, 'plot': plot}

@@ -1,0 +1,37 @@
+"""gold_jax.presets: every preset builds valid stage Configs for every benchmark task."""
+
+import pytest
+
+from gold_jax import envs, presets
+from gold_jax.stages import collect, distill, train_guide
+from gold_jax.studies import demo
+
+BENCHMARK = ('Car-Circle', 'Car-Gather', 'Point-Goal', 'Point-Button', 'Point-Push',
+             'Car-Goal', 'Car-Button', 'Car-Push')
+
+
+@pytest.mark.parametrize('scale', presets.SCALES)
+@pytest.mark.parametrize('task', BENCHMARK)
+def test_stage_presets_make_valid_configs(scale, task):
+  o = presets.stages(scale, task)
+  assert set(o) == {'collect', 'guide', 'distill'}
+  collect.validate(collect.Config(task=task, **o['collect']))
+  train_guide.validate(train_guide.Config(task=task, dataset='d.hdf5', **o['guide']))
+  distill.validate(distill.Config(task=task, guide='none', **o['distill']))
+  if scale == 'laptop':  # Ten evaluation points per online run, ten final episodes.
+    assert o['distill']['total_steps'] // o['distill']['eval_every'] >= 10
+    assert o['distill']['final_eval_episodes'] >= 10 and o['collect']['final_episodes'] >= 10
+
+
+def test_the_demo_runs_the_laptop_preset():
+  assert demo.budgets(demo.Config()) == presets.stages('laptop', 'Car-Circle')
+  assert demo.budgets(demo.Config(scale='smoke')) == presets.stages('smoke', 'Car-Circle')
+
+
+def test_unknown_scales_are_refused():
+  with pytest.raises(ValueError, match='unknown scale'):
+    presets.stages('huge', 'Car-Circle')
+  with pytest.raises(ValueError, match='unknown scale'):
+    presets.driving('huge')
+  assert presets.driving('paper').episode_len == 90
+  assert envs.get_spec('Point-Goal').max_episode_steps == 1000
