@@ -73,8 +73,6 @@ DRIVING_SCALES = ('smoke', 'small', 'paper')
 @dataclasses.dataclass(frozen=True)
 class DrivingPreset:
   """Everything the scale changes; the defaults are the paper's."""
-  # -- Episodes.
-  episode_len: int = 90  # Steps per episode (the 91 frames of a Waymo log).
   # -- Decision Transformer guide.
   dt_steps: int = 100_000  # Gradient updates.
   dt_batch_size: int = 512  # Windows per update.

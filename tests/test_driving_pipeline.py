@@ -183,8 +183,8 @@ def test_bad_configs_are_refused():
   with pytest.raises(ValueError, match='test_fraction'):
     driving.validate(driving.Config(test_fraction=1.0))
   paper = presets.driving('paper')
-  assert (paper.dt_dropout_rate, paper.dt_warmup_steps, paper.dt_batch_size, paper.episode_len,
-          paper.dt_return_scale, paper.dt_target_returns) == (0.25, 10_000, 512, 90, 100.0,
+  assert (paper.dt_dropout_rate, paper.dt_warmup_steps, paper.dt_batch_size,
+          paper.dt_return_scale, paper.dt_target_returns) == (0.25, 10_000, 512, 100.0,
                                                               (400.0, 1000.0))
 
 

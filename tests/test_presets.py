@@ -33,5 +33,5 @@ def test_unknown_scales_are_refused():
     presets.stages('huge', 'Car-Circle')
   with pytest.raises(ValueError, match='unknown scale'):
     presets.driving('huge')
-  assert presets.driving('paper').episode_len == 90
+  assert presets.driving('paper').dt_context_len == 20  # The paper's K.
   assert envs.get_spec('Point-Goal').max_episode_steps == 1000

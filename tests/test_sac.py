@@ -207,3 +207,11 @@ def test_sac_improves_on_pendulum():
   assert float(metrics['training/lambda']) == 0.0  # No cost, so the constraint is slack.
   assert final > initial + 500.0
   assert final > -700.0
+
+
+def test_cost_twin_combines_pessimistically_or_by_mean():
+  q = jnp.array([[1.0, -2.0], [3.0, 0.0]])
+  np.testing.assert_allclose(sac._combine_cost(q, 'max'), [3.0, 0.0])
+  np.testing.assert_allclose(sac._combine_cost(q, 'mean'), [2.0, -1.0])
+  with pytest.raises(ValueError, match='cost_twin'):
+    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(cost_twin='min'))

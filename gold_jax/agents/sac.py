@@ -2,7 +2,7 @@
 
 Twin reward critic Q_r and twin cost critic Q_c with Polyak targets, a tanh-Gaussian actor with
 automatic entropy tuning, and a cost multiplier λ ≥ 0. The actor maximises
-E_{a~π}[min_i Q_r,i(s, a) − λ max_i Q_c,i(s, a) − α log π(a|s)].
+E_{a~π}[min_i Q_r,i(s, a) − λ max(0, Q̂_c(s, a)) − α log π(a|s)], Q̂_c the twin's mean (or max).
 
 - `lambda_rule='lagrange'|'pid'`: λ starts at `cost_coef` and follows the rule of `lagrange` on the measured
   episode cost: the training loop calls `update_lambda(state, episode_cost)` with the mean cost of
@@ -11,14 +11,17 @@ E_{a~π}[min_i Q_r,i(s, a) − λ max_i Q_c,i(s, a) − α log π(a|s)].
 - `lambda_rule='fixed'`: λ = `cost_coef` stays fixed. Because Q is linear in the reward, Q_r − λ Q_c is
   the value of the shaped reward r − λ c, so this is fixed-λ reward shaping.
 
-Both targets and the actor are pessimistic, as in clipped double Q-learning: the reward takes
-the min over its twin, the cost the max over its twin, and Q_c is clipped at 0 (costs are
+The reward target is pessimistic (min over the twin). The cost twin is combined by
+`cost_twin`: 'mean' (the default) or 'max' (pessimistic, as clipped double Q-learning is for
+the reward), in the target and for the actor alike; either way Q_c is clipped at 0 (costs are
 ≥ 0). The actor minimises λ Q_c over its own actions, so it steers toward actions where the
-cost critic underestimates, and those values bootstrap back. Measured on Point-Goal (64×64,
-4 updates per env step): with the twin's mean and no clip, Q_c's mean on replayed actions fell
-to −7 within 15k env steps while episodes cost 35–50; with the clip but the mean, it stayed at
-0.3–1.0 over 50k steps while the replayed steps' discounted cost-to-go was about 8.5 (0.085
-cost per step), so λ bought no safety.
+cost critic underestimates, and those values bootstrap back. Measured with the laptop expert
+(64×64, 4 updates per env step, seed 0):
+- Point-Goal, mean twin, no clip: Q_c's mean on replayed actions fell to −7 within 15k env
+  steps while episodes cost 35–50. With the clip: 0.3–1.0 over 50k steps while the replayed
+  steps' discounted cost-to-go was about 8.5 (0.085 cost per step). With 'max': 6–12.
+- Car-Circle, 'max': the kept expert scored 83.3 reward at cost 10.3 (κ 10) after 40k steps,
+  where the mean twin gives experts of 195–337 at cost ≤ 4 (docs/results/experts/).
 """
 
 import dataclasses
@@ -59,6 +62,8 @@ class Config:
   pid_kd: float = 0.1       # 'pid' derivative gain.
   lambda_max: float = 1000.0  # Upper clip of λ.
   error_clip: Optional[float] = 1.0  # λ sees J_c − d clipped to ±error_clip · cost_limit.
+  cost_twin: str = 'mean'   # How the cost twin combines, in the target and for the actor:
+                            # 'mean', or 'max' (pessimistic).
 
   def __post_init__(self):  # A list (from JSON or flags) would make the config unhashable.
     object.__setattr__(self, 'hidden_dims', tuple(self.hidden_dims))
@@ -100,12 +105,20 @@ def soft_td_target(reward, cost, terminated, next_q, next_cost_q, next_log_prob,
   """Reward and cost targets, a' ~ π(·|s') (SAC, Eq. 3 and 5; the cost has no entropy bonus).
 
   y_r = r + γ (1 − d) (min_i Q̄_r,i(s', a') − α log π(a'|s')),
-  y_c = c + γ (1 − d) max(0, max_i Q̄_c,i(s', a'))  (pessimistic; costs are ≥ 0).
+  y_c = c + γ (1 − d) max(0, Q̄_c(s', a')), Q̄_c the target twin's mean or max (`cost_twin`).
   """
   chex.assert_equal_shape([reward, cost, terminated, next_q, next_cost_q, next_log_prob])
   bootstrap = discount * (1.0 - terminated)
   return (reward + bootstrap * (next_q - alpha * next_log_prob),
           cost + bootstrap * jnp.maximum(next_cost_q, 0.0))
+
+
+COST_TWINS = ('max', 'mean')
+
+
+def _combine_cost(cost_q: jax.Array, how: str) -> jax.Array:
+  """The cost twin (num_qs, B) as one estimate: its max (pessimistic) or its mean."""
+  return cost_q.max(0) if how == 'max' else cost_q.mean(0)
 
 
 def actor_loss(log_prob: jax.Array, q: jax.Array, alpha: jax.Array) -> jax.Array:
@@ -138,6 +151,8 @@ def _target_entropy(config: Config, act_dim: int) -> float:
 
 def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) -> State:
   lagrange.check_rule(config.lambda_rule)
+  if config.cost_twin not in COST_TWINS:
+    raise ValueError(f'cost_twin must be one of {COST_TWINS}, got {config.cost_twin!r}')
   if config.cost_coef < 0:
     raise ValueError(f'cost_coef (λ) must be >= 0, got {config.cost_coef}')
   if config.init_alpha <= 0:
@@ -178,7 +193,8 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
   next_action, next_log_prob = distributions.tanh_gaussian_sample(k_next, mean, log_std)
   target = state.target_critic_params
   next_q = critic.apply({'params': target['reward']}, batch.next_obs, next_action).min(0)
-  next_cost_q = critic.apply({'params': target['cost']}, batch.next_obs, next_action).max(0)
+  next_cost_q = _combine_cost(
+      critic.apply({'params': target['cost']}, batch.next_obs, next_action), config.cost_twin)
   target_q, target_cost_q = soft_td_target(
       batch.reward, batch.cost, batch.terminated, next_q, next_cost_q, next_log_prob, alpha,
       config.discount)
@@ -199,7 +215,8 @@ def _update_step(state: State, batch: Transition) -> Tuple[State, Metrics]:
     mean, log_std = actor.apply({'params': params}, batch.obs)
     action, log_prob = distributions.tanh_gaussian_sample(k_actor, mean, log_std)
     q = critic.apply({'params': critic_params['reward']}, batch.obs, action).min(0)
-    cost_q = critic.apply({'params': critic_params['cost']}, batch.obs, action).max(0)
+    cost_q = _combine_cost(critic.apply({'params': critic_params['cost']}, batch.obs, action),
+                           config.cost_twin)
     # No reward for actions where Q_c extrapolates below the least possible cost.
     return actor_loss(log_prob, q - lam * jnp.maximum(cost_q, 0.0), alpha), (log_prob, cost_q)
 

@@ -4,7 +4,9 @@ For each scenario of a ScenarioNet directory, `ScenarioEnv` is reset on it and a
 drives the ego along the human ego car's logged path; the episode records the observations the
 agent sees, the actions taken, and the rewards, costs and done flags the env computes. The
 tracking error (ego position vs the log, metres, over the steps driven) is reported, and
-scenarios that are invalid or whose log cannot be followed are dropped with a logged reason.
+scenarios that are invalid, whose demonstration is too short (`ExtractConfig.min_length`) or
+whose log cannot be followed are dropped with a logged reason. Scenarios may have any length
+(WOMD's 91 frames, nuScenes' ~200, ...): each is driven to the end of its own log.
 Scenario files are read one at a time.
 """
 
@@ -50,7 +52,13 @@ class ExtractConfig:
   max_mean_error: float = 1.0  # metres; above it the log is "not followed" and dropped
   max_max_error: float = 3.0   # metres
   min_steps: int = 20          # consecutive valid ego steps needed from step 0
+  min_length: int = 10         # env steps driven; a shorter demonstration (e.g. the ego leaves
+                               # the road at its first step) is dropped, never kept as a success
   tracker: tracking.TrackerConfig = tracking.TrackerConfig()
+
+  def __post_init__(self):
+    if self.min_length < 1:
+      raise ValueError(f'min_length must be at least 1 step, got {self.min_length}')
 
 
 def make_replay_env(data_dir, **options):
@@ -114,7 +122,8 @@ def extract_scenario(env, index: int, path, config: ExtractConfig = ExtractConfi
   """Checks scenario file `path` (env index `index`) and demonstrates it; never raises for bad data.
 
   Returns `(None, report)` with `report.reason` when the file is not a valid scenario, the ego
-  log is unusable, or the tracking error exceeds the thresholds; a warning names file and reason.
+  log is unusable, the demonstration is shorter than `config.min_length` steps, or the tracking
+  error exceeds the thresholds; a warning names file and reason.
   """
   path = pathlib.Path(path)
   report = Report(name=path.name)
@@ -129,6 +138,11 @@ def extract_scenario(env, index: int, path, config: ExtractConfig = ExtractConfi
     report = dataclasses.replace(simulated, name=path.name)
   except Exception as e:  # pylint: disable=broad-except  # Bad data must not stop a whole run.
     report.reason = str(e) if isinstance(e, ValueError) else f'{type(e).__name__}: {e}'
+    _logger.warning('dropping scenario %s: %s', path, report.reason)
+    return None, report
+  if report.steps < config.min_length:
+    report.kept = False
+    report.reason = f'too short: {report.steps} steps < min_length {config.min_length}'
     _logger.warning('dropping scenario %s: %s', path, report.reason)
     return None, report
   if report.mean_error > config.max_mean_error or report.max_error > config.max_max_error:

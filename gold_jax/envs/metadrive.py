@@ -113,6 +113,37 @@ def check_scenario_dir(data_dir, start: int = 0, num: Optional[int] = None) -> L
   return selected
 
 
+def scenario_lengths(data_dir, start: int = 0, num: Optional[int] = None) -> List[int]:
+  """Frames of each selected scenario (91 for WOMD, about 200 for nuScenes at 10 Hz, ...).
+
+  Read from the summary's `track_length` metadata where ScenarioNet wrote it, else from the
+  scenario file's `length`.
+  """
+  root = pathlib.Path(data_dir)
+  paths = scenario_files(root)
+  num = len(paths) - start if num is None else num
+  if start < 0 or num <= 0 or start + num > len(paths):
+    raise ValueError(f'{data_dir} holds {len(paths)} scenarios; cannot select {num} from index '
+                     f'{start}')
+  paths = paths[start:start + num]
+  summary = _load_pickle(root / SUMMARY_FILE)
+  lengths = []
+  for path in paths:
+    length = (summary.get(path.name) or {}).get('track_length')
+    if not isinstance(length, (int, np.integer)) or length < 1:
+      length = read_scenario(path)['length']
+    lengths.append(int(length))
+  return lengths
+
+
+def episode_steps(data_dir, start: int = 0, num: Optional[int] = None) -> int:
+  """Episode length (steps) of a replay env over the selected scenarios: the longest one's
+  frames minus one (90 for WOMD's 91 frames). Each episode still ends when its own log ends
+  plus `allowed_more_steps`; this is the cap on all of them (the TaskSpec's
+  `max_episode_steps`, the DT's timestep table, the jump-start curriculum's T)."""
+  return max(1, max(scenario_lengths(data_dir, start, num)) - 1)
+
+
 def _load_pickle(path: pathlib.Path):
   try:
     with open(path, 'rb') as f:
@@ -142,9 +173,13 @@ class ScenarioSampler(gymnasium.Wrapper):
   `options={"scenario_index": i}` to pick a scenario explicitly.
   """
 
-  def __init__(self, env: gymnasium.Env, start: int, num: int, seed: int = 0):
+  def __init__(self, env: gymnasium.Env, start: int, num: int, seed: int = 0,
+               max_episode_steps: Optional[int] = None):
     super().__init__(env)
     self.start, self.num = start, num
+    # Steps of the longest episode (replay: the longest scenario, `episode_steps`, or the
+    # `horizon` given); None where unknown.
+    self.max_episode_steps = max_episode_steps
     self._rng = np.random.default_rng(seed)
 
   def reset(self, *, seed=None, options=None):
@@ -175,6 +210,8 @@ def make_metadrive(kind: str, seed: int = 0, **options) -> gymnasium.Env:
   train/test splits), `horizon` (steps; default 1000 for "safe"; "waymo" episodes end 10 steps
   after the log unless `horizon` or `allowed_more_steps` says otherwise), `data_dir` ("waymo"
   only; else `$GOLD_WOMD_DIR`); any other key goes to the MetaDrive config unchanged.
+  The returned env's `max_episode_steps` is the longest episode: `horizon`, else for "waymo"
+  the longest selected scenario (`episode_steps`; scenarios need not have WOMD's 91 frames).
   """
   if kind not in KINDS:
     raise ValueError(f'unknown MetaDrive kind {kind!r}; expected one of {KINDS}')
@@ -191,6 +228,9 @@ def make_metadrive(kind: str, seed: int = 0, **options) -> gymnasium.Env:
     num = 100 if num is None else int(num)
     config.update(start_seed=start, num_scenarios=num)
   config.update(options)
+  steps = config['horizon']
+  if steps is None and kind == 'waymo':  # Scenarios of any length replay to their own end.
+    steps = episode_steps(data_dir, start, num)
 
   metadrive_assets.ensure_assets(_logger)
   check_no_engine()
@@ -204,4 +244,4 @@ def make_metadrive(kind: str, seed: int = 0, **options) -> gymnasium.Env:
   if space.shape != (2,) or np.any(space.low != -1.0) or np.any(space.high != 1.0):
     env.close()
     raise RuntimeError(f'MetaDrive action space {space} is not [-1, 1]^2')
-  return ScenarioSampler(env, start, num, seed)
+  return ScenarioSampler(env, start, num, seed, steps)

@@ -129,4 +129,8 @@ def _make_metadrive(spec: TaskSpec, seed: int, **options) -> SafeEnv:
   from gold_jax.envs.core import GymnasiumSafeEnv  # pylint: disable=import-outside-toplevel
   from gold_jax.envs.metadrive import make_metadrive  # pylint: disable=import-outside-toplevel
   env = make_metadrive(_METADRIVE_KINDS[spec.sim_id], seed=seed, **options)
+  # Recorded scenarios are replayed to their own length: the episode length of an env over a
+  # corpus is its longest scenario's (90 steps for WOMD's 91 frames, 199 for 200-frame logs).
+  if getattr(env, 'max_episode_steps', None):
+    spec = dataclasses.replace(spec, max_episode_steps=int(env.max_episode_steps))
   return GymnasiumSafeEnv(env, spec, seed, cost_key='cost', success_key='arrive_dest')

@@ -75,6 +75,7 @@ class Config:
   pid_ki: float = 0.01  # 'pid' rule: integral gain (once per finished episode).
   pid_kd: float = 0.05  # 'pid' rule: derivative gain.
   error_clip: float = 1.0  # adapted lambda: lambda sees the cost error clipped to +-error_clip * kappa.
+  cost_twin: str = 'mean'  # SAC's cost twin in targets and actor: 'mean', or 'max' (pessimistic).
   num_envs: int = 1  # Env copies stepped together.
   log_every: int = 5_000  # Env steps between training-metric rows (and checkpoints).
   eval_every: int = 5_000  # Env steps between validations of the expert (0: only at the end).
@@ -140,7 +141,8 @@ def expert_config(config: Config, spec) -> sac.Config:
                     cost_coef=config.cost_coef, cost_limit=float(cost_limit),
                     cost_target=config.cost_target, 
                     lambda_lr=config.lambda_lr, pid_kp=config.pid_kp, pid_ki=config.pid_ki,
-                    pid_kd=config.pid_kd, error_clip=config.error_clip)
+                    pid_kd=config.pid_kd, error_clip=config.error_clip,
+                    cost_twin=config.cost_twin)
 
 
 def cost_budget(config: Config, spec) -> float:

@@ -109,7 +109,8 @@ def validate(config: Config) -> None:
 
 
 def learner_config(config: Config, max_timestep: int):
-  """The DT or BC learner config; the task's episode length sizes the DT timestep table."""
+  """The DT or BC learner config; `max_timestep` (`max_timestep_of`: the longest episode of
+  the data and the envs) sizes the DT timestep table."""
   if config.algo == 'bc':
     kwargs = dict(hidden_dims=tuple(config.hidden_dims))
     if config.batch_size:
@@ -129,6 +130,13 @@ def learner_config(config: Config, max_timestep: int):
   if config.learning_rate:
     kwargs['learning_rate'] = config.learning_rate
   return dt.Config(**kwargs)
+
+
+def max_timestep_of(dataset: TrajectoryDataset, *env_lengths: int) -> int:
+  """Size of the DT's timestep table: the longest episode the guide is trained on or acts
+  through (the demonstrations' and the envs' episode lengths), so that no timestep of, say, a
+  200-step nuScenes scenario is clipped to the last entry of a 90-step WOMD table."""
+  return max([int(dataset.episode_lengths().max()), *(int(n) for n in env_lengths)])
 
 
 def target_return(config: Config, dataset: TrajectoryDataset) -> float:
@@ -250,13 +258,13 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   env = envs.make(task, seed=config.seed, **options)
   try:
     dataset.check_compatible(task, env.obs_dim, env.act_dim)
+    env_length = int(env.spec.max_episode_steps or 0)  # E.g. a corpus's longest scenario.
   finally:
     env.close()
   check_same_config(workdir, config, may_differ=_RESUMABLE)
   module = dt if config.algo == 'dt' else bc
   spec = envs.get_spec(task)
-  max_timestep = max(int(options.get('max_episode_steps', spec.max_episode_steps or 0)),
-                     int(dataset.episode_lengths().max()))
+  max_timestep = max_timestep_of(dataset, env_length)
   meta = {'algo': config.algo, 'task': spec.name, 'obs_dim': dataset.obs_dim,
           'act_dim': dataset.act_dim, 'dataset': os.path.abspath(config.dataset),
           'max_timestep': max_timestep}

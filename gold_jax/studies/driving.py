@@ -201,12 +201,20 @@ def extract_demos(train_dir, workdir) -> str:
   return str(dataset)
 
 
+def episode_len(train_dir) -> int:
+  """Steps per episode of the study's envs: the longest scenario of the train and test parts
+  (`md.episode_steps`; 90 for WOMD's 91 frames, more for nuScenes or Argoverse data), so that no
+  scenario is cut at WOMD's length and the DT's timestep table and the curriculum's T cover all."""
+  dirs = [pathlib.Path(train_dir), pathlib.Path(train_dir).parent / 'test']
+  return max(md.episode_steps(d) for d in dirs if (d / md.SUMMARY_FILE).is_file())
+
+
 def guide_config(algo: str, p: presets.DrivingPreset, dataset: str, train_dir, config: Config
                  ) -> train_guide.Config:
   """The `train_guide.Config` of the DT or BC guide at the scale's budget."""
   common = dict(algo=algo, dataset=dataset, task=TASK, eval_episodes=0, seed=config.seed,
-                progress=config.progress, tensorboard=False, max_episode_steps=p.episode_len,
-                env_options={'data_dir': str(train_dir)})
+                progress=config.progress, tensorboard=False,
+                max_episode_steps=episode_len(train_dir), env_options={'data_dir': str(train_dir)})
   if algo == 'bc':
     steps = p.bc_steps
     return train_guide.Config(
@@ -250,7 +258,7 @@ def online_config(method: Method, p: presets.DrivingPreset, guide_ckpt: str, tra
       train_every=p.train_every, batch_size=p.batch_size, learning_starts=p.learning_starts,
       replay_capacity=p.replay_capacity, eval_every=p.eval_every,
       eval_episodes=p.eval_episodes, cost_coef=p.cost_coef,
-      hidden_dims=tuple(p.student_hidden_dims), max_episode_steps=p.episode_len,
+      hidden_dims=tuple(p.student_hidden_dims), max_episode_steps=episode_len(train_dir),
       seed=config.seed, progress=config.progress, env_options={'data_dir': str(train_dir)},
       # Curve points and the run's own final numbers come from the held-out scenarios.
       eval_env_options={'data_dir': str(pathlib.Path(train_dir).parent / 'test')})
@@ -325,7 +333,8 @@ def evaluate_methods(methods: Sequence[Method], guides: Dict[str, str], test_dir
       cached = load_json(path)
       if cached is None:
         if env is None:
-          env = driving_eval.make_scenario_env(test_dir, seed=config.seed)
+          env = driving_eval.make_scenario_env(test_dir, seed=config.seed,
+                                               max_episode_steps=md.episode_steps(test_dir))
         policy, _ = load_policy(policy_checkpoint(method, guides, workdir), target)
         metrics, episodes = driving_eval.evaluate_scenarios(policy, env)
         cached = {'method': name, 'metrics': metrics,
