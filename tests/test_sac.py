@@ -122,13 +122,13 @@ def test_fixed_lambda_actor_loss_hand_check():
   new_state, metrics = sac.update(state, batch)
   np.testing.assert_allclose(metrics['training/lambda'], 2.0)
   np.testing.assert_allclose(new_state.multiplier.value, 2.0)
-  # Recompute the actor objective α log π(ã|s) − (min Q_r − λ max(0, max Q_c)) with the same sample.
+  # Recompute the actor objective α log π(ã|s) − (min Q_r − λ max(0, mean Q_c)) with the same sample.
   _, _, k_actor = jax.random.split(state.rng, 3)
   mean, log_std = GaussianPolicy((32, 32), ACT_DIM).apply({'params': state.actor_params}, batch.obs)
   action, log_prob = distributions.tanh_gaussian_sample(k_actor, mean, log_std)
   critic = QEnsemble((32, 32))
   q = critic.apply({'params': new_state.critic_params['reward']}, batch.obs, action).min(0)
-  cost_q = critic.apply({'params': new_state.critic_params['cost']}, batch.obs, action).max(0)
+  cost_q = critic.apply({'params': new_state.critic_params['cost']}, batch.obs, action).mean(0)
   expected = np.mean(1.0 * log_prob - (q - 2.0 * np.maximum(cost_q, 0.0)))  # init_alpha = 1.
   np.testing.assert_allclose(metrics['loss/actor'], expected, rtol=1e-4, atol=1e-6)
 

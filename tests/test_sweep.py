@@ -39,8 +39,8 @@ def test_run_resources_and_environment():
   assert options['name'] == 'Car-Circle/seed0/dt' and not options['retry_exceptions']
   env = options['runtime_env']['env_vars']
   assert env['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.2375'
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(table1.__file__)))
-  assert env['PYTHONPATH'].split(':')[0] == repo  # Where `experiments` is imported from.
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(table1.__file__))))
+  assert env['PYTHONPATH'].split(':')[0] == repo  # Where `gold_jax` is imported from.
   with pytest.raises(ValueError, match='need --executor=ray'):
     sweep.make_executor('local', gpus_per_run=0.5)
   with pytest.raises(ValueError, match='unknown executor'):
