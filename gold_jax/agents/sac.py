@@ -21,7 +21,7 @@ cost critic underestimates, and those values bootstrap back. Measured with the l
   steps while episodes cost 35–50. With the clip: 0.3–1.0 over 50k steps while the replayed
   steps' discounted cost-to-go was about 8.5 (0.085 cost per step). With 'max': 6–12.
 - Car-Circle, 'max': the kept expert scored 83.3 reward at cost 10.3 (κ 10) after 40k steps,
-  where the mean twin gives experts of 195–337 at cost ≤ 4 (docs/results/experts/).
+  where the mean twin gives experts of 222–324 at cost 0 on 3 seeds (docs/results/experts/).
 """
 
 import dataclasses
