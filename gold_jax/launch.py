@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import textwrap
+import threading
 import tokenize
 import traceback
 import types
@@ -470,6 +471,26 @@ def readable_errors(main: Callable) -> Callable:
   return wrapped
 
 
+class _MainThreadStderr:
+  """stderr that drops what threads other than the main one write, unless --verbose.
+
+  A failed checkpoint read leaves orbax's event-loop threads behind; while the error unwinds,
+  they can print tracebacks of their own ("Event loop is closed") that would bury the two
+  lines of `fail`. The launcher's own output comes from the main thread.
+  """
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text):
+    if threading.current_thread() is threading.main_thread() or _verbose():
+      return self._stream.write(text)
+    return len(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
 def run(main: Callable, define_flags: Optional[Callable[[], None]] = None) -> None:
   """`app.run(main)` for a launcher: defines its flags (and `--verbose`), parses the command
   line, runs `main` with readable errors (see the module docstring)."""
@@ -478,4 +499,5 @@ def run(main: Callable, define_flags: Optional[Callable[[], None]] = None) -> No
   if 'verbose' not in flags.FLAGS:
     flags.DEFINE_bool('verbose', False,
                       f'On an input error, also print the traceback (or set {VERBOSE_ENV}=1).')
+  sys.stderr = _MainThreadStderr(sys.stderr)
   app.run(readable_errors(main), flags_parser=_parse_flags)
