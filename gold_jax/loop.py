@@ -65,6 +65,7 @@ class LoopConfig:
   # the other steps: in its own 'process' (`gold_jax.remote`) or on a worker 'thread'.
   pipeline: str = 'off'
   cost_window: int = 5  # Recent episodes whose student cost drives an adaptive λ.
+  lambda_start: int = 0  # Env steps before an adaptive λ moves (a reward-first phase).
 
   def updates_per_call(self) -> int:
     """`k`: how many updates each `update_n` call makes."""
@@ -85,6 +86,8 @@ class LoopConfig:
       raise ValueError(f'learning_starts must be >= 0, got {self.learning_starts}')
     if self.pipeline not in PIPELINE_MODES:
       raise ValueError(f'pipeline must be one of {PIPELINE_MODES}, got {self.pipeline!r}')
+    if self.lambda_start < 0:
+      raise ValueError(f'lambda_start must be >= 0, got {self.lambda_start}')
     if self.cost_window <= 0:
       raise ValueError(f'cost_window must be positive, got {self.cost_window}')
     if self.pipeline != 'off' and (num_envs < 2 or num_envs % 2):
@@ -281,7 +284,8 @@ class GuidedLoop:
     for name, value in metrics.items():
       self._window['sums'][name] = self._window['sums'].get(name, 0.0) + float(value)
     self._window['train_calls'] += 1
-    if self.adaptive_lambda and self._new_student_episodes:
+    if (self.adaptive_lambda and self._new_student_episodes
+        and self.step >= self.config.lambda_start):
       self.update_lambda()
 
   def student_episode_cost(self) -> float:

@@ -74,6 +74,7 @@ class Config:
   pid_kp: float = 0.1  # 'pid' rule: proportional gain (on episode costs).
   pid_ki: float = 0.01  # 'pid' rule: integral gain (once per finished episode).
   pid_kd: float = 0.05  # 'pid' rule: derivative gain.
+  lambda_start: int = 0  # adapted lambda: env steps before lambda moves (a reward-first phase).
   error_clip: float = 1.0  # adapted lambda: lambda sees the cost error clipped to +-error_clip * kappa.
   cost_twin: str = 'mean'  # SAC's cost twin in targets and actor: 'mean', or 'max' (pessimistic).
   num_envs: int = 1  # Env copies stepped together.
@@ -127,8 +128,8 @@ def validate(config: Config) -> None:
   if min(config.lambda_lr, config.pid_kp, config.pid_ki, config.pid_kd) < 0 or (
       config.error_clip <= 0):
     raise ValueError('--lambda_lr and the PID gains must be >= 0, --error_clip > 0')
-  LoopConfig(config.utd, config.train_every, config.batch_size,
-             config.learning_starts).validate(config.num_envs)
+  LoopConfig(config.utd, config.train_every, config.batch_size, config.learning_starts,
+             lambda_start=config.lambda_start).validate(config.num_envs)
 
 
 # -- Expert -----------------------------------------------------------------------------------
@@ -176,7 +177,8 @@ def train_expert(config: Config, workdir: str, env, eval_env) -> Tuple[sac.State
                         min(config.replay_capacity, config.expert_steps))
   runner = GuidedLoop(env, policy, student, sac, state, buffer, None,
                       LoopConfig(config.utd, config.train_every, config.batch_size,
-                                 config.learning_starts), seed=config.seed)
+                                 config.learning_starts, lambda_start=config.lambda_start),
+                      seed=config.seed)
   run = LoopCheckpoints(workdir)
   best = CheckpointManager(best_expert_dir(workdir), max_to_keep=1)
   kappa = cost_budget(config, spec)
