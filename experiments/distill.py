@@ -2,7 +2,7 @@ r"""GOLD online distillation: a frozen offline guide jump-starts an IQL or CVPO 
 
 The guide (Decision Transformer or BC, from `experiments.train_guide`) acts for the first h
 steps of every episode, the 2x256 MLP student for the rest; h follows a curriculum down to 0
-(or, `--guide_schedule=prob`, each step is the guide's with a decaying probability). Every
+(or, `--schedule.kind=prob`, each step is the guide's with a decaying probability). Every
 transition goes to one replay buffer the student learns from. `--guide=none` trains the
 student from scratch (the baselines).
 

@@ -44,7 +44,8 @@ def _config_defaults(config) -> Dict[str, Any]:
   """The JSON-normalised defaults of a config dataclass's fields that have one."""
   if config is None:
     return {}
-  defaults = {f.name: f.default for f in dataclasses.fields(config)
+  defaults = {f.name: dataclasses.asdict(f.default) if dataclasses.is_dataclass(f.default)
+              else f.default for f in dataclasses.fields(config)
               if f.default is not dataclasses.MISSING}
   return json.loads(json.dumps(defaults))
 

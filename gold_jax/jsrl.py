@@ -11,18 +11,21 @@ released schedule, by a coin flip per step). Three schedules set the mixing as t
 - `ProbSchedule`: each env step is the guide's with probability p0 * exp(-5 t / T) at global
   step t <= T, never afterwards.
 
-All of it is plain host Python whose state is a JSON-able dict (`state_dict` /
-`load_state_dict`), so a resumed run continues the schedule where it stopped.
+`ScheduleConfig` picks and sizes one of them (`make_schedule`). All of it is plain host Python
+whose state is a JSON-able dict (`state_dict` / `load_state_dict`), so a resumed run continues
+the schedule where it stopped.
 """
 
 import collections
 import copy
+import dataclasses
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 
+from gold_jax import configs
 from gold_jax.policies import Policy
 
 
@@ -342,3 +345,57 @@ class ProbSchedule:
 
   def load_state_dict(self, state: Dict[str, Any]) -> None:
     self.step = int(state['step'])
+
+
+# -- Configuration --------------------------------------------------------------------------------
+
+SCHEDULES = ('horizon', 'auto', 'prob')
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+  """How the guide's share of each episode shrinks as training goes on."""
+  kind: str = 'horizon'  # 'horizon' (fixed stages), 'auto' (JSRL's rule) or 'prob' (per-step
+                         # coin flip, the GOLD authors' released code).
+  fractions: Tuple[float, ...] = DEFAULT_FRACTIONS  # Horizons H1 > ... > 0 as fractions of the
+                                                  # task's episode length T.
+  steps: Optional[Tuple[int, ...]] = None  # Horizons in env steps; overrides the fractions.
+  stage_steps: int = 40_000  # 'horizon': env steps per stage.
+  auto_tolerance: float = 0.05  # 'auto': advance at (1 - tol) of the guide's return.
+  auto_window: int = 3  # 'auto': evaluations in the moving average.
+  auto_cost_limit: Optional[float] = None  # 'auto': kappa; None: the task's cost threshold.
+  prob_p0: float = 0.9  # 'prob': guide probability at step 0.
+  prob_T: int = 100_000  # 'prob': env steps after which the guide never acts.
+
+  def __post_init__(self):
+    configs.coerce(self)
+
+  def validate(self) -> None:
+    if self.kind not in SCHEDULES:
+      raise ValueError(f'the guide schedule must be one of {SCHEDULES}, got {self.kind!r}')
+    if self.steps is not None:
+      check_stages(self.steps)
+    horizons_from_fractions(self.fractions, 1)
+    for name in ('stage_steps', 'prob_T', 'auto_window'):
+      if getattr(self, name) <= 0:
+        raise ValueError(f'schedule.{name} must be positive, got {getattr(self, name)}')
+    if not 0.0 <= self.prob_p0 <= 1.0:
+      raise ValueError(f'schedule.prob_p0 must be a probability, got {self.prob_p0}')
+
+  def horizons(self, episode_len: int) -> tuple:
+    """The curriculum's horizons: `steps` if given, else `fractions` × T."""
+    if self.steps is not None:
+      return check_stages(self.steps)
+    return horizons_from_fractions(self.fractions, episode_len)
+
+
+def make_schedule(config: ScheduleConfig, cost_threshold: float, episode_len: int):
+  """The schedule `config` describes, for a task of cost budget kappa and episode length T."""
+  config.validate()
+  if config.kind == 'horizon':
+    return FixedCurriculum(config.horizons(episode_len), config.stage_steps)
+  if config.kind == 'auto':
+    kappa = cost_threshold if config.auto_cost_limit is None else config.auto_cost_limit
+    return AutoCurriculum(config.horizons(episode_len), config.auto_tolerance,
+                          config.auto_window, kappa)
+  return ProbSchedule(config.prob_p0, config.prob_T)

@@ -37,7 +37,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from gold_jax import errors
+from gold_jax import configs, errors
 from gold_jax.files import read_json as load_json
 from gold_jax.files import write_json as save_json
 
@@ -58,13 +58,16 @@ def check_same_config(workdir: str, config, may_differ: Sequence[str] = ()) -> N
   """
   path = os.path.join(workdir, 'config.json')
   current, saved = config_dict(config), load_json(path)
-  if saved is not None:
-    differ = sorted(k for k in set(saved) | set(current)
-                    if k not in may_differ and saved.get(k) != current.get(k))
+  if saved is not None:  # Compared field by field, nested configs by their dotted names.
+    flat_saved, flat_current = configs.flatten(saved), configs.flatten(current)
+    differ = sorted(k for k in set(flat_saved) | set(flat_current)
+                    if k not in may_differ and k.split('.')[0] not in may_differ
+                    and flat_saved.get(k) != flat_current.get(k))
     if differ:
       raise errors.ConfigError(
           f'{workdir} holds a run with a different config ('
-          + ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in differ) + ')',
+          + ', '.join(f'{k}: {flat_saved.get(k)!r} -> {flat_current.get(k)!r}'
+                      for k in differ) + ')',
           hint='use another --workdir, or the saved values to resume that run')
   save_json(path, current)
 

@@ -13,12 +13,13 @@ Every `train_every` env steps the learner makes `k = utd * train_every` updates 
 `update_n` call on `k` batches sampled at once, so the update-to-data ratio is `utd`.
 
 A learner with an adaptive cost multiplier (`learner.adapts_lambda(config)`: SAC-Lagrangian,
-IQL with `lambda_rule` 'lagrange' or 'pid') gets λ from measured costs, as PID-Lagrangian implementations do:
-per finished episode the loop records the cost incurred on the student's steps and their number,
+IQL with `multiplier.rule` 'lagrange' or 'pid') gets λ from measured costs, as PID-Lagrangian
+implementations do: per finished episode the loop records the cost incurred on the student's steps and their number,
 and after an `update_n` call that follows newly finished episodes it calls
 `learner.update_lambda(state, episode_cost)`, where `episode_cost` is the student's cost per own
 step over its last `cost_window` episodes times their mean length. The guide's steps never
-count; an episode the student owns entirely counts with its plain cost.
+count; an episode the student owns entirely counts with its plain cost. λ first moves after
+`multiplier.start_step` env steps.
 
 How steps 1-2 are carried out is the job of a collection strategy (`gold_jax.collection`):
 `GuidedLoop` keeps the bookkeeping (buffer writes, episode tracking, λ updates, training,
@@ -57,22 +58,22 @@ from gold_jax.policies import uncommitted
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
-  utd: float = 1.0  # Updates per env step (update-to-data ratio).
+  utd: Optional[float] = 1.0  # Updates per env step (update-to-data ratio); None: the
+                              # learner's own rate (`distill`: the CVPO preset's), else 1.
   train_every: int = 50  # Env steps between fused updates; a multiple of the number of envs.
   batch_size: int = 256  # Transitions per update.
   learning_starts: int = 1000  # Env steps collected before the first update.
-  # 'off', or step two halves of the envs in turn with the guide computing for one half while
-  # the other steps: in its own 'process' (`gold_jax.remote`) or on a worker 'thread'.
-  pipeline: str = 'off'
+  pipeline: str = 'off'  # 'off', or step two halves of the envs in turn with the guide
+                         # computing for one half while the other steps: in its own 'process'
+                         # (`gold_jax.remote`) or on a worker 'thread'.
   cost_window: int = 5  # Recent episodes whose student cost drives an adaptive λ.
-  lambda_start: int = 0  # Env steps before an adaptive λ moves (a reward-first phase).
 
   def updates_per_call(self) -> int:
     """`k`: how many updates each `update_n` call makes."""
     return int(round(self.utd * self.train_every))
 
   def validate(self, num_envs: int = 1) -> None:
-    if self.utd <= 0:
+    if self.utd is None or self.utd <= 0:
       raise ValueError(f'utd (updates per env step) must be positive, got {self.utd}')
     if self.train_every <= 0 or self.train_every % num_envs:
       raise ValueError(f'train_every ({self.train_every}) must be a positive multiple of the '
@@ -86,8 +87,6 @@ class LoopConfig:
       raise ValueError(f'learning_starts must be >= 0, got {self.learning_starts}')
     if self.pipeline not in PIPELINE_MODES:
       raise ValueError(f'pipeline must be one of {PIPELINE_MODES}, got {self.pipeline!r}')
-    if self.lambda_start < 0:
-      raise ValueError(f'lambda_start must be >= 0, got {self.lambda_start}')
     if self.cost_window <= 0:
       raise ValueError(f'cost_window must be positive, got {self.cost_window}')
     if self.pipeline != 'off' and (num_envs < 2 or num_envs % 2):
@@ -189,6 +188,10 @@ class GuidedLoop:
     self._since_update = 0
     adapts = getattr(learner, 'adapts_lambda', None)
     self.adaptive_lambda = bool(adapts and adapts(state.config))
+    # λ stays put for the first `multiplier.start_step` env steps (a reward-first phase).
+    self.lambda_start = 0
+    if self.adaptive_lambda:  # The learner config's `multiplier` is a `lagrange.Config`.
+      self.lambda_start = getattr(getattr(state.config, 'multiplier', None), 'start_step', 0)
     # (student cost, student steps, length) of the last `cost_window` episodes with student steps.
     self.student_episodes = collections.deque(maxlen=config.cost_window)
     self._new_student_episodes = 0  # Of them, finished since the last λ update.
@@ -285,7 +288,7 @@ class GuidedLoop:
       self._window['sums'][name] = self._window['sums'].get(name, 0.0) + float(value)
     self._window['train_calls'] += 1
     if (self.adaptive_lambda and self._new_student_episodes
-        and self.step >= self.config.lambda_start):
+        and self.step >= self.lambda_start):
       self.update_lambda()
 
   def student_episode_cost(self) -> float:

@@ -210,7 +210,9 @@ def config_from_dict(cls, values: Dict[str, Any], default=None):
   unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
   if unknown:
     raise CheckpointError(f'checkpoint config has fields {unknown} unknown to '
-                          f'{cls.__module__}.{cls.__qualname__}')
+                          f'{cls.__module__}.{cls.__qualname__}; was it written by another '
+                          'version of gold-jax? (λ settings such as lambda_rule and cost_coef '
+                          'moved into the nested `multiplier` config)')
   kwargs = {}
   for name, value in values.items():
     current = getattr(default, name)

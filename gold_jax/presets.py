@@ -2,8 +2,9 @@
 
 Benchmark tasks (`gold_jax.studies.table1`, `gold_jax.studies.demo`): `stages(scale, task)`
 gives the overrides of the three stage Configs at `'smoke'` (tests, seconds), `'laptop'` (a 2-core
-CPU: about 15 minutes a seed on Car-Circle; the demo's `default` scale is this preset) or
-`'paper'` (the stage Configs' own defaults, which follow the paper).
+CPU: about 15 minutes a seed on Car-Circle; the demo's `default` scale is this preset), `'long'`
+(the laptop preset with 200k online env steps, for converged comparisons) or `'paper'` (the
+stage Configs' own defaults, which follow the paper).
 
 Driving (`gold_jax.studies.driving`): `driving(scale)` gives a `DrivingPreset` at `'smoke'`,
 `'small'` or `'paper'`. `paper` is the setting of the GOLD authors' MetaDrive-Waymo runs for the
@@ -18,9 +19,9 @@ pipeline, far from converged); `smoke` is the smallest setting that runs every s
 import dataclasses
 from typing import Any, Dict, Tuple
 
-from gold_jax import envs
+from gold_jax import configs, envs
 
-SCALES = ('smoke', 'laptop', 'paper')
+SCALES = ('smoke', 'laptop', 'long', 'paper')
 
 
 def stages(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
@@ -30,14 +31,15 @@ def stages(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
   if scale == 'smoke':
     tiny = dict(max_episode_steps=20, progress=False)
     return {
-        'collect': dict(tiny, expert_steps=200, learning_starts=100, batch_size=32,
+        'collect': dict(tiny, expert_steps=200, loop=dict(learning_starts=100, batch_size=32),
                         hidden_dims=(16, 16), log_every=100, eval_episodes=2, episodes=3,
                         final_episodes=3, tensorboard=False),
         'guide': dict(tiny, steps=20, updates_per_call=10, batch_size=8, hidden_dims=(16, 16),
                       embed_dim=16, num_layers=1, context_len=5, warmup_steps=5,
                       eval_episodes=3, log_every=10, checkpoint_every=10, tensorboard=False),
-        'distill': dict(tiny, total_steps=120, guide_fractions=(0.5, 0.25, 0.0),
-                        stage_steps=40, learning_starts=40, batch_size=16, train_every=20,
+        'distill': dict(tiny, total_steps=120,
+                        schedule=dict(fractions=(0.5, 0.25, 0.0), stage_steps=40),
+                        loop=dict(learning_starts=40, batch_size=16, train_every=20),
                         eval_every=60, eval_episodes=2, final_eval_episodes=3,
                         hidden_dims=(16, 16)),
     }
@@ -48,17 +50,26 @@ def stages(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
     long = length >= 1000
     return {
         'collect': dict(expert_steps=60_000 if long else 40_000, hidden_dims=(64, 64),
-                        batch_size=128, utd=4.0, learning_starts=2_000,
+                        loop=dict(batch_size=128, utd=4.0, learning_starts=2_000),
                         log_every=10_000 if long else 4_000, episodes=20,
                         eval_every=10_000 if long else 5_000, eval_episodes=5 if long else 10,
                         final_episodes=10, progress=False, tensorboard=False),
         'guide': dict(steps=2_000, updates_per_call=100, embed_dim=64, num_layers=2,
                       context_len=10, target_quantile=1.0, eval_episodes=10, log_every=200,
                       checkpoint_every=1_000, progress=False, tensorboard=False),
-        'distill': dict(total_steps=20_000, stage_steps=2_500,  # Default curriculum: (5/6 ... 0) T.
-                        batch_size=128, cost_coef=2.0, learning_starts=1_000, eval_every=2_000,
+        'distill': dict(total_steps=20_000,
+                        schedule=dict(stage_steps=2_500),  # Default curriculum: (5/6 ... 0) T.
+                        loop=dict(batch_size=128, learning_starts=1_000),
+                        multiplier=dict(value=2.0), eval_every=2_000,
                         eval_episodes=2 if long else 5, final_eval_episodes=10, progress=False),
     }
+  if scale == 'long':  # The laptop preset run 10x longer: does from scratch catch up?
+    laptop = stages('laptop', task)
+    # The curriculum keeps the laptop's shape (the guide acts during the first 5/8 of
+    # training, the paper's 200k of 300k is 2/3), 20 curve points.
+    return dict(laptop, distill=configs.merge(
+        laptop['distill'], total_steps=200_000, schedule=dict(stage_steps=25_000),
+        eval_every=10_000))
   if scale == 'paper':  # The launchers' own defaults follow the paper.
     return {'collect': dict(progress=False), 'guide': dict(progress=False),
             'distill': dict(progress=False)}

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 
 from gold_jax.stages import collect
-from gold_jax import envs
+from gold_jax import configs, envs
 from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data.trajectories import TrajectoryDataset
 
 
 def _tiny(**overrides) -> collect.Config:
-  values = dict(task='Car-Circle', expert_steps=60, hidden_dims=(8, 8), batch_size=16,
-                train_every=10, learning_starts=30, log_every=30, episodes=3,
+  values = dict(task='Car-Circle', expert_steps=60, hidden_dims=(8, 8),
+                loop=dict(batch_size=16, train_every=10, learning_starts=30), log_every=30,
+                episodes=3,
                 noise_fraction=1 / 3, max_episode_steps=20, progress=False, tensorboard=False)
-  values.update(overrides)
-  return collect.Config(**values)
+  return collect.Config(**configs.merge(values, **overrides))
 
 
 def test_rollout_records_consistent_episodes():
@@ -58,8 +58,8 @@ def test_noisy_episodes_fraction():
 
 
 def test_validation_errors():
-  with pytest.raises(ValueError, match='--lambda_rule'):
-    collect.validate(_tiny(lambda_rule='ppo'))
+  with pytest.raises(ValueError, match='lambda rule'):
+    collect.validate(_tiny(multiplier=dict(rule='ppo')))
   with pytest.raises(ValueError, match='noise_fraction'):
     collect.validate(_tiny(noise_fraction=1.5))
   with pytest.raises(ValueError, match='train_every'):
@@ -139,8 +139,9 @@ def test_exported_expert_records_the_same_demonstrations_without_training(tmp_pa
 
 
 def test_collect_safety_gymnasium_npz(tmp_path):
-  config = _tiny(task='Point-Goal', lambda_rule='fixed', cost_coef=1.0, expert_steps=30,
-                 learning_starts=20, log_every=30, dataset_format='npz', noise='gaussian')
+  config = _tiny(task='Point-Goal', multiplier=dict(rule='fixed', value=1.0), expert_steps=30,
+                 loop=dict(learning_starts=20), log_every=30, dataset_format='npz',
+                 noise='gaussian')
   workdir = str(tmp_path / 'pg')
   summary = collect.run(config, workdir)
   assert summary['dataset'].endswith('dataset.npz')

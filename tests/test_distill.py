@@ -12,21 +12,22 @@ import numpy as np
 import pytest
 
 from gold_jax.stages import distill
-from gold_jax import envs
+from gold_jax import configs, envs, jsrl
 from gold_jax import launch
 from gold_jax import logger as logger_lib
 from gold_jax import policies
-from gold_jax.agents import bc, dt
+from gold_jax.agents import bc, dt, lagrange
 from gold_jax.checkpoints import CheckpointManager
 from gold_jax.data.replay import GUIDE, STUDENT, ReplayBuffer
-from gold_jax.loop import GuidedLoop
+from gold_jax.loop import GuidedLoop, LoopConfig
 
 EPISODE = 40  # Short episodes keep every run to a few seconds.
 TINY = distill.Config(
-    task='Car-Circle', guide='none', guide_steps=(30, 10, 0), stage_steps=100, total_steps=240,
-    num_envs=1, train_every=20, batch_size=16, learning_starts=40, eval_every=120,
-    eval_episodes=2, hidden_dims=(16, 16), max_episode_steps=EPISODE, progress=False,
-    prob_T=150)
+    task='Car-Circle', guide='none', total_steps=240, num_envs=1,
+    schedule=jsrl.ScheduleConfig(steps=(30, 10, 0), stage_steps=100, prob_T=150),
+    loop=LoopConfig(utd=None, train_every=20, batch_size=16, learning_starts=40),
+    eval_every=120, eval_episodes=2, hidden_dims=(16, 16), max_episode_steps=EPISODE,
+    progress=False)
 DIMS = {'Car-Circle': (8, 2), 'Point-Goal': (60, 2)}
 
 
@@ -98,9 +99,9 @@ def _rows(workdir):
     ('Point-Goal', 'cvpo', 'dt', 'prob'),
 ])
 def test_train_and_evaluate(tmp_path, guides, task, backbone, guide, schedule):
-  config = dataclasses.replace(
-      TINY, task=task, backbone=backbone, guide=guide, guide_schedule=schedule,
-      guide_ckpt=guides.get((guide, task), ''), auto_window=1, auto_tolerance=1.0)
+  config = configs.replace(
+      TINY, task=task, backbone=backbone, guide=guide, guide_ckpt=guides.get((guide, task), ''),
+      schedule=dict(kind=schedule, auto_window=1, auto_tolerance=1.0))
   workdir = str(tmp_path / 'run')
   result = distill.train_and_evaluate(config, workdir)
   assert result['training/env_steps'] == 240 and not result['interrupted']
@@ -145,8 +146,8 @@ def test_train_and_evaluate(tmp_path, guides, task, backbone, guide, schedule):
 
 
 def test_pipelined_run_with_a_dt_guide(tmp_path, guides):
-  config = dataclasses.replace(TINY, guide='dt', guide_ckpt=guides[('dt', 'Car-Circle')],
-                               num_envs=2, pipeline='process')
+  config = configs.replace(TINY, guide='dt', guide_ckpt=guides[('dt', 'Car-Circle')],
+                           num_envs=2, loop=dict(pipeline='process'))
   workdir = str(tmp_path / 'run')
   result = distill.train_and_evaluate(config, workdir)
   assert result['training/env_steps'] == 240 and not result['interrupted']
@@ -156,13 +157,13 @@ def test_pipelined_run_with_a_dt_guide(tmp_path, guides):
   rows = _rows(workdir)
   assert rows['training/guide_share'][1] > rows['training/guide_share'][2]
   with pytest.raises(ValueError, match='even number of envs'):
-    distill.validate(dataclasses.replace(config, num_envs=3, train_every=21))
+    distill.validate(configs.replace(config, num_envs=3, loop=dict(train_every=21)))
 
 
 @pytest.mark.parametrize('rule', ['lagrange', 'pid'])
 def test_adapted_lambda_follows_the_students_episode_cost(tmp_path, rule):
-  config = dataclasses.replace(TINY, guide='none', lambda_rule=rule, cost_coef=0.5)
-  assert distill.learner_config(config, envs.get_spec('Car-Circle')).lambda_rule == rule
+  config = configs.replace(TINY, guide='none', multiplier=dict(rule=rule, value=0.5))
+  assert distill.learner_config(config, envs.get_spec('Car-Circle')).multiplier.rule == rule
   distill.train_and_evaluate(config, str(tmp_path))
   rows = _rows(str(tmp_path))
   assert np.all(np.isfinite(rows['training/student_episode_cost'][1:]))
@@ -223,7 +224,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, guides, monkeypat
   np.testing.assert_array_equal(buffers[0].sources(), buffers[1].sources())
   final = CheckpointManager(os.path.join(workdir, 'checkpoints'))
   assert final.latest_step() == 240
-  assert int(final.restore(template).step) == 240 - TINY.learning_starts  # utd 1.
+  assert int(final.restore(template).step) == 240 - TINY.loop.learning_starts  # utd 1.
   # Acting and updating compiled once for the three runs, resumed state included.
   assert act_fn._cache_size() == 1
   assert update_fn._cache_size() == 1
@@ -279,23 +280,23 @@ def test_ctrl_c_saves_a_checkpoint_and_returns(tmp_path, monkeypatch):
 def test_bad_configs_fail_before_any_rollout(tmp_path, guides, monkeypatch):
   _kill_at(monkeypatch, 0, AssertionError)  # Any env step would fail the test.
   bad = [
-      (dict(guide_steps=(10, -1, 0)), '>= 0'),
-      (dict(guide_steps=()), 'empty'),
-      (dict(utd=0.0), 'utd'),
-      (dict(lambda_rule='dual'), 'lambda_rule'),
+      (dict(schedule=dict(steps=(10, -1, 0))), '>= 0'),
+      (dict(schedule=dict(steps=())), 'empty'),
+      (dict(loop=dict(utd=0.0)), 'utd'),
+      (dict(multiplier=dict(rule='dual')), 'lambda rule'),
       (dict(guide='dt'), 'guide_ckpt'),
       (dict(guide='dt', guide_ckpt=guides[('dt', 'Point-Goal')]), 'obs_dim=60'),
       (dict(guide='dt', guide_ckpt=guides[('bc', 'Car-Circle')]), "'bc' guide"),
       (dict(guide='bc', guide_ckpt=str(tmp_path / 'missing')), 'does not exist'),
   ]
   for i, (kwargs, match) in enumerate(bad):
-    config = dataclasses.replace(TINY, **kwargs)
+    config = configs.replace(TINY, **kwargs)
     with pytest.raises((ValueError, FileNotFoundError), match=match):
       distill.train_and_evaluate(config, str(tmp_path / f'run{i}'))
   # A resumed run with a different config is refused.
   launch.check_same_config(str(tmp_path), TINY, distill._RESUMABLE)
-  with pytest.raises(ValueError, match='batch_size'):
-    launch.check_same_config(str(tmp_path), dataclasses.replace(TINY, batch_size=8),
+  with pytest.raises(ValueError, match='loop.batch_size: 16 -> 8'):
+    launch.check_same_config(str(tmp_path), configs.replace(TINY, loop=dict(batch_size=8)),
                              distill._RESUMABLE)
 
 
@@ -303,14 +304,16 @@ def test_flags_parse_into_config():
   from experiments import distill as launcher  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
   launcher.define_flags(fv)
-  fv(['distill', '--task=Point-Goal', '--guide=none', '--guide_steps=50,20,0', '--utd=2',
-      '--backbone=cvpo', '--workdir=/tmp/x'])
+  fv(['distill', '--task=Point-Goal', '--guide=none', '--schedule.steps=50,20,0',
+      '--loop.utd=2', '--backbone=cvpo', '--multiplier.rule=pid', '--workdir=/tmp/x'])
   config = launcher.config_from_flags(fv)
-  assert (config.task, config.guide_steps, config.utd, config.backbone) == (
+  assert (config.task, config.schedule.steps, config.loop.utd, config.backbone) == (
       'Point-Goal', (50, 20, 0), 2.0, 'cvpo')
+  assert config.multiplier == lagrange.Config(rule='pid', value=1.0)  # Over distill's default.
+  assert config.loop.batch_size == 256 and config.schedule.stage_steps == 40_000
   assert config.hidden_dims == (256, 256)  # The student is always 2x256 from the command line.
-  for argv, match in ((['--utd=0'], 'utd'), (['--guide_steps=5,x'], 'integers'),
-                      (['--guide_steps=5,-2'], '>= 0')):
+  for argv, match in ((['--loop.utd=0'], 'utd'), (['--schedule.steps=5,x'], 'integers'),
+                      (['--schedule.steps=5,-2'], '>= 0')):
     fv = flags.FlagValues()
     launcher.define_flags(fv)
     fv(['distill', '--guide=none', *argv])

@@ -63,8 +63,10 @@ class LossTest(chex.TestCase):
 
 
 def test_config_validation_and_expectile_defaults():
-  with pytest.raises(ValueError, match='cost_coef'):
-    iql.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, iql.Config(cost_coef=-1.0))
+  with pytest.raises(ValueError, match='lambda'):
+    iql.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, iql.Config(multiplier={'value': -1.0}))
+  with pytest.raises(ValueError, match='lambda rule'):
+    iql.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, iql.Config(multiplier={'rule': 'sgd'}))
   with pytest.raises(ValueError, match='actor_loss'):
     iql.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, iql.Config(actor_loss='td3'))
   with pytest.raises(ValueError, match='expectile'):
@@ -80,8 +82,8 @@ CONFIGS = {
     'sac': dataclasses.replace(SMALL, actor_loss='sac'),
     # Adaptive λ aiming at an episode cost of κ = 5.
     'awr_cost': dataclasses.replace(
-        SMALL, lambda_rule='lagrange', cost_coef=0.5, discount=0.5, cost_limit=5.0,
-        lambda_lr=0.1),
+        SMALL, multiplier=lagrange.Config(rule='lagrange', value=0.5, lr=0.1), discount=0.5,
+        cost_limit=5.0),
 }
 K = 3
 COMMON_KEYS = {'loss/critic', 'loss/value', 'loss/actor', 'training/q_mean', 'training/v_mean',
@@ -108,7 +110,7 @@ def test_shapes_dtypes_and_finite(name):
   chex.assert_shape(state.critic.v_params['MLP_0']['Dense_0']['kernel'], (OBS_DIM, 32))
   chex.assert_shape(state.critic.q_params['VmapStateActionValue_0']['MLP_0']['Dense_0']['kernel'],
                     (2, OBS_DIM + ACT_DIM, 32))
-  assert (state.multiplier is not None) == (config.lambda_rule != 'fixed')
+  assert (state.multiplier is not None) == (config.multiplier.rule != 'fixed')
   assert (state.log_alpha is not None) == (config.actor_loss == 'sac')
   for obs, shape in ((jnp.zeros(OBS_DIM), (ACT_DIM,)), (jnp.zeros((7, OBS_DIM)), (7, ACT_DIM))):
     for deterministic in (True, False):
@@ -165,18 +167,18 @@ def test_reward_shaping_hand_check(lam):
   np.testing.assert_allclose(metrics['training/lambda'], lam)
 
 
-def test_fixed_lambda_is_cost_coef():
+def test_fixed_lambda_is_the_multiplier_value():
   state = iql.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, CONFIGS['sac'])
   state, metrics = iql.update(state, random_batch(0))
   assert state.multiplier is None
-  np.testing.assert_allclose(metrics['training/lambda'], 1.0)  # The default cost_coef.
+  np.testing.assert_allclose(metrics['training/lambda'], 1.0)  # The default λ.
 
 
 def test_adaptive_lambda_follows_the_students_episode_cost():
   state = iql.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, CONFIGS['awr_cost'])
   assert iql.adapts_lambda(state.config) and not iql.adapts_lambda(CONFIGS['sac'])
   lam = [float(iql.current_lambda(state))]
-  for _ in range(30):  # Above κ = 5: λ rises by about lambda_lr per step (Adam).
+  for _ in range(30):  # Above κ = 5: λ rises by about its lr per step (Adam).
     state, metrics = iql.update_lambda(state, jnp.float32(9.0))
     lam.append(float(iql.current_lambda(state)))
   np.testing.assert_allclose(metrics['training/lambda_cost_error'], 4.0)

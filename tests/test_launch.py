@@ -17,10 +17,11 @@ import jax
 import numpy as np
 import pytest
 
-from gold_jax import errors
+from gold_jax import configs, errors
 from gold_jax import files
 from gold_jax import launch
-from gold_jax.agents import iql
+from gold_jax.agents import iql, lagrange
+from gold_jax.loop import LoopConfig
 from gold_jax.checkpoints import CheckpointManager
 from launcher_checks import ROOT, parsed_flags, run_launcher
 
@@ -261,14 +262,15 @@ def test_generated_flags_round_trip_every_type():
       '--names=x,y z', '--horizons=100,50', '--limit=20', '--scale=none', '--label=first',
       '--options={"data_dir": "/d", "range": [0, 5]}', '--extra={}', '--actor.kind=sac',
       '--actor.deterministic=true', '--learner.expectile=0.9', '--learner.hidden_dims=32,32',
-      '--learner.actor_lr_decay_steps=1000', '--learner.error_clip=None'])
+      '--learner.actor_lr_decay_steps=1000', '--learner.multiplier.error_clip=None',
+      '--learner.multiplier.rule=pid'])
   assert launch.config_from_flags(_Run, fv) == _Run(
       task='Point-Goal', steps=7, utd=0.5, progress=False, fractions=(0.75, 0.5, 0.0),
       names=('x', 'y z'), horizons=(100, 50), limit=20, scale=None, label='first',
       options={'data_dir': '/d', 'range': [0, 5]}, extra={},
       actor=_Actor(kind='sac', deterministic=True, temperature=1.0),
       learner=iql.Config(hidden_dims=(32, 32), expectile=0.9, actor_lr_decay_steps=1000,
-                         error_clip=None))
+                         multiplier=lagrange.Config(rule='pid', value=1.0, error_clip=None)))
   fv = _generated(_Run, ['--horizons=none', '--limit=NONE', '--label=none', '--extra=null',
                          '--noactor.deterministic', '--options={}'])
   assert launch.config_from_flags(_Run, fv) == _Run(options={}, actor=_Actor(
@@ -294,19 +296,21 @@ def test_generated_flags_round_trip_the_collect_config(monkeypatch):
   monkeypatch.syspath_prepend(ROOT)  # Imported here: importing a launcher defines no flag.
   config_cls = importlib.import_module('experiments.collect').Config
   fv = _generated(config_cls)
-  assert set(fv) == {f.name for f in dataclasses.fields(config_cls)}
+  nested = {'loop': LoopConfig, 'multiplier': lagrange.Config}
+  assert set(fv) == {f.name for f in dataclasses.fields(config_cls) if f.name not in nested} | {
+      f'{name}.{f.name}' for name, cls in nested.items() for f in dataclasses.fields(cls)}
   assert launch.config_from_flags(config_cls, fv) == config_cls()
   fv = _generated(config_cls, ['--hidden_dims=32,32', '--cost_limit=12.5', '--notensorboard',
                                '--max_episode_steps=50', '--env_options={"start_seed": 3}',
                                '--eval_env_options={"start_seed": 100, "num_scenarios": 2}',
-                               '--lambda_rule=fixed', '--utd=0.25'])
-  assert launch.config_from_flags(config_cls, fv) == dataclasses.replace(
+                               '--multiplier.rule=fixed', '--loop.utd=0.25'])
+  assert launch.config_from_flags(config_cls, fv) == configs.replace(
       config_cls(), hidden_dims=(32, 32), cost_limit=12.5, tensorboard=False,
-      max_episode_steps=50, env_options={'start_seed': 3}, lambda_rule='fixed', utd=0.25,
-      eval_env_options={'start_seed': 100, 'num_scenarios': 2})
-  assert fv['lambda_rule'].help.startswith("lambda: 'pid' (PID Lagrangian)")
-  assert fv['lambda_rule'].help.endswith("both on the measured episode cost, or 'fixed' "
-                                         "(= cost_coef: r - lambda c).")
+      max_episode_steps=50, env_options={'start_seed': 3}, multiplier={'rule': 'fixed'},
+      loop={'utd': 0.25}, eval_env_options={'start_seed': 100, 'num_scenarios': 2})
+  # Nested fields keep the stage's defaults (collect: PID gains of its own) and their help.
+  assert fv['multiplier.kp'].default == 0.1 and fv['loop.learning_starts'].default == 5_000
+  assert fv['multiplier.rule'].help.startswith("'fixed' (λ = value), or adapted on measured")
   assert fv['env_options'].help == ("Extra `envs.make` options (e.g. MetaDrive's data_dir and "
                                     "scenario range); None: none.")
   assert fv['cost_limit'].default is None and fv['hidden_dims'].default == ['256', '256']

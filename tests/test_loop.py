@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gold_jax import jsrl, loop
+from gold_jax.agents import lagrange
 from gold_jax.data.replay import GUIDE, STUDENT, ReplayBuffer
 from gold_jax.evaluation import evaluate
 from gold_jax.policies import RandomPolicy
@@ -315,7 +316,7 @@ class LambdaLearner(CountingLearner):
 
   @staticmethod
   def adapts_lambda(config):
-    return config == 'adaptive'
+    return config != 'fixed'
 
   def update_n(self, state, batches):
     self.calls.append(batches.obs.shape)
@@ -365,6 +366,19 @@ def test_lambda_window_averages_cost_rates_over_recent_episodes():
   np.testing.assert_allclose(learner.episode_costs, 1.0, rtol=1e-6)
 
 
+def test_lambda_waits_for_its_start_step():
+  # 5-step episodes end at env steps 5, 10, 15, 20; λ moves from step 10 on (a reward-first
+  # phase): the first update sees the episodes ending at 5 and 10 together.
+  learner = LambdaLearner()
+  config = types.SimpleNamespace(multiplier=lagrange.Config(rule='pid', start_step=10))
+  runner = _lambda_loop(CostAtEnv([5], {2}), horizon=0, learner=learner,
+                        state=types.SimpleNamespace(config=config))
+  runner.run(until_step=9)
+  assert learner.episode_costs == [] and runner.lambda_start == 10
+  runner.run(until_step=20)
+  assert len(learner.episode_costs) == 3
+
+
 def test_no_lambda_update_without_student_steps_or_an_adaptive_learner():
   learner = LambdaLearner()
   runner = _lambda_loop(CostAtEnv([3], {0, 1, 2}), horizon=3, learner=learner)  # Guide only.
@@ -381,8 +395,8 @@ def test_no_lambda_update_without_student_steps_or_an_adaptive_learner():
 def test_iql_lambda_tracks_the_student_not_the_guide(method):
   import jax
   from gold_jax.agents import iql
-  config = iql.Config(hidden_dims=(8, 8), lambda_rule=method, cost_coef=0.5, cost_limit=1.0,
-                      lambda_lr=0.1, pid_kp=0.1, pid_ki=0.1, pid_kd=0.0)
+  config = iql.Config(hidden_dims=(8, 8), cost_limit=1.0, multiplier=lagrange.Config(
+      rule=method, value=0.5, lr=0.1, kp=0.1, ki=0.1, kd=0.0))
   state = iql.init(jax.random.PRNGKey(0), 3, 2, config)
   # The guide (t = 0, 1) pays 2 per episode, twice κ = 1; the student (t >= 2) pays nothing.
   runner = _lambda_loop(CostAtEnv([6], {0, 1}), horizon=2, learner=iql, state=state)

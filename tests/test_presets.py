@@ -18,9 +18,24 @@ def test_stage_presets_make_valid_configs(scale, task):
   collect.validate(collect.Config(task=task, **o['collect']))
   train_guide.validate(train_guide.Config(task=task, dataset='d.hdf5', **o['guide']))
   distill.validate(distill.Config(task=task, guide='none', **o['distill']))
-  if scale == 'laptop':  # Ten evaluation points per online run, ten final episodes.
+  if scale in ('laptop', 'long'):  # Ten evaluation points per online run, ten final episodes.
     assert o['distill']['total_steps'] // o['distill']['eval_every'] >= 10
     assert o['distill']['final_eval_episodes'] >= 10 and o['collect']['final_episodes'] >= 10
+
+
+def test_nested_overrides_keep_the_stage_defaults():
+  laptop = presets.stages('laptop', 'Car-Circle')
+  config = distill.Config(task='Car-Circle', guide='none', **laptop['distill'])
+  assert (config.loop.batch_size, config.loop.utd, config.loop.train_every) == (128, None, 50)
+  assert config.schedule.stage_steps == 2_500 and config.schedule.kind == 'horizon'
+  assert config.multiplier.rule == 'fixed' and config.multiplier.value == 2.0
+  long = distill.Config(task='Car-Circle', guide='none',
+                        **presets.stages('long', 'Car-Circle')['distill'])
+  assert (long.total_steps, long.schedule.stage_steps, long.eval_every) == (
+      200_000, 25_000, 10_000)
+  assert long.loop == config.loop and long.multiplier == config.multiplier
+  expert = collect.Config(task='Car-Circle', **laptop['collect'])
+  assert (expert.loop.utd, expert.loop.batch_size, expert.multiplier.rule) == (4.0, 128, 'pid')
 
 
 def test_the_demo_runs_the_laptop_preset():

@@ -20,10 +20,10 @@ from gold_jax.types import Transition
 OBS_DIM, ACT_DIM, BATCH, K = 5, 2, 16, 3
 CONFIGS = {
     'lagrangian': sac.Config(
-        hidden_dims=(32, 32), discount=0.5, tau=0.05, critic_lr=3e-3, cost_coef=0.5,
-        cost_limit=5.0, cost_target=0.8, lambda_rule='pid', pid_kp=0.1, pid_ki=0.05,
-        pid_kd=0.0),
-    'fixed': sac.Config(hidden_dims=(32, 32), lambda_rule='fixed', cost_coef=2.0),
+        hidden_dims=(32, 32), discount=0.5, tau=0.05, critic_lr=3e-3, cost_limit=5.0,
+        multiplier=lagrange.Config(rule='pid', value=0.5, cost_target=0.8, kp=0.1, ki=0.05,
+                                   kd=0.0)),
+    'fixed': sac.Config(hidden_dims=(32, 32), multiplier=lagrange.Config(rule='fixed', value=2.0)),
 }
 KEYS = {'loss/critic', 'loss/cost_critic', 'loss/actor', 'loss/alpha', 'training/q_mean',
         'training/qc_mean', 'training/policy_qc_mean', 'training/alpha', 'training/entropy',
@@ -64,12 +64,17 @@ class LossTest(chex.TestCase):
 
 
 def test_init_validates():
-  with pytest.raises(ValueError, match='cost_coef'):
-    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(cost_coef=-0.1))
+  with pytest.raises(ValueError, match='lambda'):
+    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(multiplier={'value': -0.1}))
   with pytest.raises(ValueError, match='cost_target'):
-    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(cost_target=1.5))
-  with pytest.raises(ValueError, match='lambda_rule'):
-    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(lambda_rule='sgd'))
+    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(multiplier={'cost_target': 1.5}))
+  with pytest.raises(ValueError, match='lambda rule'):
+    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(multiplier={'rule': 'sgd'}))
+  with pytest.raises(ValueError, match='start_step'):
+    sac.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, sac.Config(multiplier={'start_step': -1}))
+  # A dict fills in over the learner's own default multiplier (SAC: adapted by 'lagrange').
+  assert sac.Config(multiplier={'value': 0.3}).multiplier == lagrange.Config(rule='lagrange',
+                                                                              value=0.3)
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))

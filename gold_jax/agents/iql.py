@@ -11,7 +11,8 @@ r_λ = r − λ c is GOLD's shaped reward. Two actors (`Config.actor_loss`):
   tanh-Gaussian sample and automatic entropy tuning (target entropy −act_dim).
   Default expectile 0.8.
 
-λ is `cost_coef` unless `lambda_rule` is 'lagrange' or 'pid': then λ starts at `cost_coef` and follows the rule
+λ (`Config.multiplier`, a `lagrange.Config`) is `multiplier.value` unless `multiplier.rule` is
+'lagrange' or 'pid': then λ starts at that value and follows the rule
 of `lagrange` on the cost of the student's own steps. The training loop records, per finished
 episode, the cost incurred after the guide handed over and the number of student steps, and calls
 `update_lambda(state, episode_cost)` with the student's cost rate over its recent episodes scaled
@@ -28,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gold_jax import distributions
+from gold_jax import configs, distributions
 from gold_jax.agents import common, iql_losses, lagrange, sac
 from gold_jax.networks.policies import GaussianPolicy
 from gold_jax.networks.values import QEnsemble, StateValue
@@ -56,20 +57,13 @@ class Config:
   init_alpha: float = 1.0   # 'sac' actor: initial entropy temperature α.
   alpha_lr: float = 3e-4    # 'sac' actor: Adam step size of log α.
   target_entropy: Optional[float] = None  # 'sac' actor: entropy target; None -> −act_dim.
-  cost_coef: float = 1.0    # λ of the shaped reward r − λ c (initial λ if adaptive); ≥ 0.
-  lambda_rule: str = 'fixed'  # λ: 'fixed' (= cost_coef, the paper), or adapted to the
-                              # student's measured episode cost: 'lagrange', 'pid'.
+  # λ of the shaped reward r − λ c: fixed (the paper), or adapted to the student's measured
+  # episode cost against cost_limit.
+  multiplier: lagrange.Config = lagrange.Config(rule='fixed', value=1.0)
   cost_limit: float = 25.0  # Per-episode cost limit κ (adapted λ only).
-  cost_target: float = 1.0  # λ aims the episode cost at cost_target · cost_limit; in (0, 1].
-  lambda_lr: float = 0.05   # Adam step size of the 'lagrange' rule (per λ update).
-  pid_kp: float = 0.05      # 'pid' proportional gain (on episode costs).
-  pid_ki: float = 5e-4      # 'pid' integral gain (the integral grows once per λ update).
-  pid_kd: float = 0.1       # 'pid' derivative gain.
-  lambda_max: float = 1000.0  # Upper clip of λ.
-  error_clip: Optional[float] = 1.0  # λ sees J_c − d clipped to ±error_clip · cost_limit.
 
-  def __post_init__(self):  # A list (from JSON or flags) would make the config unhashable.
-    object.__setattr__(self, 'hidden_dims', tuple(self.hidden_dims))
+  def __post_init__(self):  # Lists and dicts (from JSON or flags) become tuples and configs.
+    configs.coerce(self)
 
 
 @flax.struct.dataclass
@@ -93,7 +87,7 @@ class State:
   critic: Critic                  # On the shaped reward r − λ c.
   log_alpha: Optional[jax.Array]  # 'sac' actor only.
   alpha_opt_state: Optional[optax.OptState]
-  multiplier: Optional[lagrange.Multiplier]  # Adapted λ; None when lambda_rule is 'fixed'.
+  multiplier: Optional[lagrange.Multiplier]  # Adapted λ; None when the rule is 'fixed'.
   rng: PRNGKey
   step: jax.Array
   obs_dim: int = flax.struct.field(pytree_node=False)
@@ -107,27 +101,22 @@ def expectile(config: Config) -> float:
 
 
 def current_lambda(state: State) -> jax.Array:
-  """λ of the shaped reward: the adaptive multiplier, or the fixed `cost_coef`."""
+  """λ of the shaped reward: the adaptive multiplier, or the fixed `multiplier.value`."""
   if state.multiplier is None:
-    return jnp.asarray(state.config.cost_coef, jnp.float32)
+    return jnp.asarray(state.config.multiplier.value, jnp.float32)
   return state.multiplier.value
 
 
 def _validate(config: Config) -> None:
   if config.actor_loss not in ACTOR_LOSSES:
     raise ValueError(f'actor_loss must be one of {ACTOR_LOSSES}, got {config.actor_loss!r}')
-  if config.cost_coef < 0:
-    raise ValueError(f'cost_coef (λ of r − λ c) must be >= 0, got {config.cost_coef}')
   if not 0 < expectile(config) < 1:
     raise ValueError(f'expectile must be in (0, 1), got {expectile(config)}')
   if config.init_alpha <= 0:
     raise ValueError(f'init_alpha must be > 0, got {config.init_alpha}')
-  lagrange.check_rule(config.lambda_rule)
-  if lagrange.adapts(config):
-    if config.cost_limit < 0 or not 0 < config.cost_target <= 1:
-      raise ValueError(f'need cost_limit >= 0 and 0 < cost_target <= 1, got '
-                       f'{config.cost_limit}, {config.cost_target}')
-    lagrange.validate(lagrange.rule_of(config))
+  lagrange.validate(config.multiplier)
+  if config.cost_limit < 0:
+    raise ValueError(f'cost_limit must be >= 0, got {config.cost_limit}')
 
 
 def _networks(config: Config, act_dim: int):
@@ -169,8 +158,8 @@ def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) ->
   if config.actor_loss == 'sac':
     log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
     alpha_opt_state = alpha_tx.init(log_alpha)
-  if lagrange.adapts(config):
-    multiplier = lagrange.init(config.cost_coef, lagrange.rule_of(config))
+  if lagrange.adapts(config.multiplier):
+    multiplier = lagrange.init(config.multiplier.value, config.multiplier)
   return State(
       actor_params=actor_params, actor_opt_state=actor_tx.init(actor_params),
       critic=_init_critic(k_critic, config, obs, action),
@@ -293,15 +282,15 @@ update, update_n = common.make_update_fns(_update_step, unroll=2)
 
 def adapts_lambda(config: Config) -> bool:
   """Whether the training loop should feed the student's episode costs to `update_lambda`."""
-  return lagrange.adapts(config)
+  return lagrange.adapts(config.multiplier)
 
 
 @jax.jit
 def update_lambda(state: State, episode_cost: jax.Array) -> Tuple[State, Metrics]:
   """One step of λ toward the episode cost `cost_target · cost_limit`, given the student's
   measured cost over its own steps scaled to a whole episode (`lagrange.update`)."""
-  multiplier, metrics = lagrange.update_from_episode_cost(state.multiplier, episode_cost,
-                                                          state.config)
+  multiplier, metrics = lagrange.update_from_episode_cost(
+      state.multiplier, episode_cost, state.config.multiplier, state.config.cost_limit)
   return state.replace(multiplier=multiplier), metrics
 
 

@@ -32,12 +32,18 @@ LAMBDA_RULES = ('fixed',) + METHODS  # A learner's `lambda_rule`: 'fixed' keeps 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  rule: str = 'lagrange'  # 'lagrange' (projected Adam ascent) or 'pid' (Stooke et al. 2020).
-  lr: float = 0.05          # Adam step size of the 'lagrange' rule (λ moves ≈ lr per update).
-  kp: float = 0.05          # PID proportional gain (FSRL default, on episode costs).
-  ki: float = 5e-4          # PID integral gain; the integral accumulates once per update.
-  kd: float = 0.1           # PID derivative gain, applied to the positive part of e − e_prev.
-  max_value: float = 1000.0  # Upper clip of λ, guards against a diverging cost critic.
+  """The cost multiplier λ of a learner (`iql.Config.multiplier`, `sac.Config.multiplier`)."""
+  rule: str = 'fixed'  # 'fixed' (λ = value), or adapted on measured episode costs: 'lagrange'
+                       # (projected Adam ascent) or 'pid' (Stooke et al. 2020).
+  value: float = 0.0   # λ when fixed; the adapted λ's initial value. ≥ 0.
+  cost_target: float = 1.0  # Adapted λ aims the episode cost at cost_target · κ; in (0, 1].
+  lr: float = 0.05          # 'lagrange': Adam step size (λ moves ≈ lr per update).
+  kp: float = 0.05          # 'pid': proportional gain (FSRL default, on episode costs).
+  ki: float = 5e-4          # 'pid': integral gain; the integral accumulates once per update.
+  kd: float = 0.1           # 'pid': derivative gain, on the positive part of e − e_prev.
+  max_value: float = 1000.0  # Upper clip of λ.
+  error_clip: Optional[float] = 1.0  # λ sees J_c − d clipped to ±error_clip · κ; None: unclipped.
+  start_step: int = 0       # Env steps before an adapted λ moves (a reward-first phase).
 
 
 @flax.struct.dataclass
@@ -49,33 +55,26 @@ class Multiplier:
   opt_state: optax.OptState  # Adam state of the 'lagrange' rule.
 
 
-def adapts(agent_config) -> bool:
-  """Whether a learner Config's `lambda_rule` adapts λ (anything but 'fixed')."""
-  return agent_config.lambda_rule != 'fixed'
-
-
-def check_rule(lambda_rule: str) -> None:
-  """A learner's `lambda_rule` must be one of `LAMBDA_RULES`."""
-  if lambda_rule not in LAMBDA_RULES:
-    raise ValueError(f'lambda_rule must be one of {LAMBDA_RULES}, got {lambda_rule!r}')
-
-
-def rule_of(agent_config) -> Config:
-  """The adaptive rule set by a learner Config's flat fields `lambda_rule` ('lagrange' or
-  'pid'), `lambda_lr`, `pid_kp`, `pid_ki`, `pid_kd` and `lambda_max` (flat so that configs stay
-  flags- and JSON-friendly)."""
-  # A fixed λ is never updated: its multiplier only holds the value.
-  rule = agent_config.lambda_rule if adapts(agent_config) else 'lagrange'
-  return Config(rule=rule, lr=agent_config.lambda_lr,
-                kp=agent_config.pid_kp, ki=agent_config.pid_ki, kd=agent_config.pid_kd,
-                max_value=agent_config.lambda_max)
+def adapts(config: Config) -> bool:
+  """Whether the rule adapts λ (anything but 'fixed')."""
+  return config.rule != 'fixed'
 
 
 def validate(config: Config) -> None:
-  if config.rule not in METHODS:
-    raise ValueError(f'adaptive lambda rule must be one of {METHODS}, got {config.rule!r}')
+  if config.rule not in LAMBDA_RULES:
+    raise ValueError(f'the lambda rule must be one of {LAMBDA_RULES}, got {config.rule!r}')
+  if config.value < 0:
+    raise ValueError(f'lambda (its fixed or initial value) must be >= 0, got {config.value}')
   if min(config.lr, config.kp, config.ki, config.kd) < 0 or config.max_value <= 0:
-    raise ValueError(f'lagrange gains and step size must be >= 0 and max_value > 0: {config}')
+    raise ValueError('the lambda step size and PID gains must be >= 0 and max_value > 0, got '
+                     f'lr={config.lr}, kp={config.kp}, ki={config.ki}, kd={config.kd}, '
+                     f'max_value={config.max_value}')
+  if not 0.0 < config.cost_target <= 1.0:
+    raise ValueError(f'the lambda cost_target must be in (0, 1], got {config.cost_target}')
+  if config.error_clip is not None and config.error_clip <= 0:
+    raise ValueError(f'the lambda error_clip must be > 0 or None, got {config.error_clip}')
+  if config.start_step < 0:
+    raise ValueError(f'the lambda start_step must be >= 0, got {config.start_step}')
 
 
 def discounted_cost_limit(cost_limit, episode_len: int, discount: float):
@@ -98,7 +97,7 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
   return optax.adam(config.lr)
 
 
-def init(value: float, config: Config = Config()) -> Multiplier:
+def init(value: float, config: Config = Config(rule='lagrange')) -> Multiplier:
   """A multiplier starting at λ = `value` (≥ 0)."""
   validate(config)
   if value < 0:
@@ -111,7 +110,7 @@ def init(value: float, config: Config = Config()) -> Multiplier:
 
 
 def update(multiplier: Multiplier, cost_estimate: jax.Array, cost_limit: float,
-           config: Config = Config(), max_error: Optional[float] = None
+           config: Config = Config(rule='lagrange'), max_error: Optional[float] = None
            ) -> tuple[Multiplier, Metrics]:
   """One step of the rule in `config.rule` given the estimate J_c and the limit d (same scale).
 
@@ -138,10 +137,9 @@ def update(multiplier: Multiplier, cost_estimate: jax.Array, cost_limit: float,
   return new, {'training/lambda_cost_error': error}
 
 
-def update_from_episode_cost(multiplier: Multiplier, episode_cost, agent_config
-                             ) -> tuple[Multiplier, Metrics]:
-  """One step of a learner's λ toward `cost_target · cost_limit` on a measured episode cost,
-  the error clipped to ±`error_clip · cost_limit` (the learner Config's flat fields)."""
-  c = agent_config
-  max_error = None if c.error_clip is None else c.error_clip * c.cost_limit
-  return update(multiplier, episode_cost, c.cost_target * c.cost_limit, rule_of(c), max_error)
+def update_from_episode_cost(multiplier: Multiplier, episode_cost, config: Config,
+                             cost_limit: float) -> tuple[Multiplier, Metrics]:
+  """One step of λ toward `config.cost_target · cost_limit` on a measured episode cost, the
+  error clipped to ±`config.error_clip · cost_limit`."""
+  max_error = None if config.error_clip is None else config.error_clip * cost_limit
+  return update(multiplier, episode_cost, config.cost_target * cost_limit, config, max_error)

@@ -4,12 +4,14 @@ Twin reward critic Q_r and twin cost critic Q_c with Polyak targets, a tanh-Gaus
 automatic entropy tuning, and a cost multiplier λ ≥ 0. The actor maximises
 E_{a~π}[min_i Q_r,i(s, a) − λ max(0, Q̂_c(s, a)) − α log π(a|s)], Q̂_c the twin's mean (or max).
 
-- `lambda_rule='lagrange'|'pid'`: λ starts at `cost_coef` and follows the rule of `lagrange` on the measured
-  episode cost: the training loop calls `update_lambda(state, episode_cost)` with the mean cost of
-  the recent training episodes, and λ steps toward an episode cost of `cost_target · cost_limit`
-  (a target below κ leaves a margin for the noise of the estimate).
-- `lambda_rule='fixed'`: λ = `cost_coef` stays fixed. Because Q is linear in the reward, Q_r − λ Q_c is
-  the value of the shaped reward r − λ c, so this is fixed-λ reward shaping.
+λ is `Config.multiplier` (a `lagrange.Config`, as IQL's):
+- rule 'lagrange' or 'pid': λ starts at `multiplier.value` and follows the rule of `lagrange` on
+  the measured episode cost: the training loop calls `update_lambda(state, episode_cost)` with
+  the mean cost of the recent training episodes, and λ steps toward an episode cost of
+  `multiplier.cost_target · cost_limit` (a target below κ leaves a margin for the noise of the
+  estimate), from env step `multiplier.start_step` on.
+- rule 'fixed': λ = `multiplier.value` stays fixed. Because Q is linear in the reward,
+  Q_r − λ Q_c is the value of the shaped reward r − λ c, so this is fixed-λ reward shaping.
 
 The reward target is pessimistic (min over the twin). The cost twin is combined by
 `cost_twin`: 'mean' (the default) or 'max' (pessimistic, as clipped double Q-learning is for
@@ -34,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gold_jax import distributions
+from gold_jax import configs, distributions
 from gold_jax.agents import common, lagrange
 from gold_jax.networks.policies import GaussianPolicy
 from gold_jax.networks.values import QEnsemble
@@ -52,21 +54,14 @@ class Config:
   num_qs: int = 2           # Critics per ensemble (twin Q).
   init_alpha: float = 1.0   # Initial entropy temperature α.
   target_entropy: Optional[float] = None  # Entropy target; None -> −act_dim.
-  lambda_rule: str = 'lagrange'  # λ: 'fixed' (= cost_coef), or adapted: 'lagrange', 'pid'.
-  cost_coef: float = 0.0    # Fixed λ, or the adapted λ's initial value; ≥ 0.
+  # λ: adapted on measured episode costs ('lagrange', 'pid') or fixed (r − λ c shaping).
+  multiplier: lagrange.Config = lagrange.Config(rule='lagrange', value=0.0)
   cost_limit: float = 25.0  # Per-episode cost limit κ.
-  cost_target: float = 1.0  # λ aims the episode cost at cost_target · cost_limit; in (0, 1].
-  lambda_lr: float = 0.05   # Adam step size of the 'lagrange' rule (per λ update).
-  pid_kp: float = 0.05      # 'pid' proportional gain (on episode costs).
-  pid_ki: float = 5e-4      # 'pid' integral gain (the integral grows once per λ update).
-  pid_kd: float = 0.1       # 'pid' derivative gain.
-  lambda_max: float = 1000.0  # Upper clip of λ.
-  error_clip: Optional[float] = 1.0  # λ sees J_c − d clipped to ±error_clip · cost_limit.
   cost_twin: str = 'mean'   # How the cost twin combines, in the target and for the actor:
                             # 'mean', or 'max' (pessimistic).
 
-  def __post_init__(self):  # A list (from JSON or flags) would make the config unhashable.
-    object.__setattr__(self, 'hidden_dims', tuple(self.hidden_dims))
+  def __post_init__(self):  # Lists and dicts (from JSON or flags) become tuples and configs.
+    configs.coerce(self)
 
 
 # The State fields that acting reads (see `common.acting_view`).
@@ -150,16 +145,13 @@ def _target_entropy(config: Config, act_dim: int) -> float:
 
 
 def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) -> State:
-  lagrange.check_rule(config.lambda_rule)
+  lagrange.validate(config.multiplier)
   if config.cost_twin not in COST_TWINS:
     raise ValueError(f'cost_twin must be one of {COST_TWINS}, got {config.cost_twin!r}')
-  if config.cost_coef < 0:
-    raise ValueError(f'cost_coef (λ) must be >= 0, got {config.cost_coef}')
   if config.init_alpha <= 0:
     raise ValueError(f'init_alpha must be > 0, got {config.init_alpha}')
-  if config.cost_limit < 0 or not 0 < config.cost_target <= 1:
-    raise ValueError(f'need cost_limit >= 0 and 0 < cost_target <= 1, got {config.cost_limit}, '
-                     f'{config.cost_target}')
+  if config.cost_limit < 0:
+    raise ValueError(f'cost_limit must be >= 0, got {config.cost_limit}')
   actor, critic = _networks(config, act_dim)
   actor_tx, critic_tx, alpha_tx = _optimizers(config)
   key, k_actor, k_reward, k_cost = jax.random.split(key, 4)
@@ -174,7 +166,7 @@ def init(key: PRNGKey, obs_dim: int, act_dim: int, config: Config = Config()) ->
       critic_params=critic_params, critic_opt_state=critic_tx.init(critic_params),
       target_critic_params=jax.tree.map(jnp.copy, critic_params),  # Own buffers: donated.
       log_alpha=log_alpha, alpha_opt_state=alpha_tx.init(log_alpha),
-      multiplier=lagrange.init(config.cost_coef, lagrange.rule_of(config)),
+      multiplier=lagrange.init(config.multiplier.value, config.multiplier),
       rng=key, step=jnp.zeros((), jnp.int32),
       obs_dim=obs_dim, act_dim=act_dim, config=config)
 
@@ -253,15 +245,15 @@ update, update_n = common.make_update_fns(_update_step)
 
 def adapts_lambda(config: Config) -> bool:
   """Whether the training loop should feed measured episode costs to `update_lambda`."""
-  return lagrange.adapts(config)
+  return lagrange.adapts(config.multiplier)
 
 
 @jax.jit
 def update_lambda(state: State, episode_cost: jax.Array) -> Tuple[State, Metrics]:
   """One step of λ toward the episode cost `cost_target · cost_limit`, given the measured mean
   episode cost of the recent training episodes (`lagrange.update`)."""
-  multiplier, metrics = lagrange.update_from_episode_cost(state.multiplier, episode_cost,
-                                                          state.config)
+  multiplier, metrics = lagrange.update_from_episode_cost(
+      state.multiplier, episode_cost, state.config.multiplier, state.config.cost_limit)
   return state.replace(multiplier=multiplier), metrics
 
 

@@ -3,11 +3,12 @@ r"""Trains an expert with SAC-Lagrangian and records its demonstrations.
   python -m experiments.collect --task=Car-Circle --expert_steps=100000 --episodes=50 \
       --workdir=runs/cc/expert
 
-1. The expert (`gold_jax.agents.sac`) learns online: `--lambda_rule=pid` (the default) or
+1. The expert (`gold_jax.agents.sac`) learns online: `--multiplier.rule=pid` (the default) or
    `lagrange` adapts the cost multiplier to its measured training-episode cost, aiming at
-   `--cost_target` times the budget kappa; `--lambda_rule=fixed` keeps lambda = `--cost_coef`
-   (reward shaping r - lambda c). The loop is `gold_jax.loop.GuidedLoop` with no guide,
-   `utd * train_every` updates fused per `update_n` call.
+   `--multiplier.cost_target` times the budget kappa (from env step `--multiplier.start_step`);
+   `--multiplier.rule=fixed` keeps lambda = `--multiplier.value` (reward shaping r - lambda c).
+   The loop is `gold_jax.loop.GuidedLoop` with no guide, `loop.utd * loop.train_every`
+   updates fused per `update_n` call.
    Every `--eval_every` env steps, and at the end, the expert plays `--eval_episodes` validation
    episodes (`gold_jax.protocol.validation_seed`). The kept expert (`best_expert/`) is the
    validated checkpoint of highest reward among those with validation cost <= kappa, or, when
@@ -35,7 +36,7 @@ import jax
 import numpy as np
 import tqdm
 
-from gold_jax import envs
+from gold_jax import configs, envs
 from gold_jax import errors
 from gold_jax import export as export_lib
 from gold_jax import episodes as episodes_lib
@@ -60,22 +61,13 @@ class Config:
   task: str = 'Car-Circle'  # Task name of `gold_jax.envs` (or a simulator id).
   expert_steps: int = 100_000  # Env steps of expert training.
   hidden_dims: Tuple[int, ...] = (256, 256)  # Expert actor and critic MLPs.
-  batch_size: int = 256  # Transitions per update.
-  utd: float = 1.0  # Updates per env step.
-  train_every: int = 50  # Env steps between fused `update_n` calls (utd * train_every updates).
-  learning_starts: int = 5_000  # Env steps before the first update.
+  loop: LoopConfig = LoopConfig(learning_starts=5_000)  # Batches, updates per env step.
   replay_capacity: int = 1_000_000  # Replay buffer size (capped at expert_steps).
-  lambda_rule: str = 'pid'  # lambda: 'pid' (PID Lagrangian), 'lagrange' (Adam ascent), both on
-                           # the measured episode cost, or 'fixed' (= cost_coef: r - lambda c).
-  cost_coef: float = 0.0  # The fixed lambda, or the adapted lambda's initial value.
-  cost_limit: Optional[float] = None  # adapted lambda: per-episode budget; None: the task's kappa.
-  cost_target: float = 0.6  # adapted lambda: lambda aims the training-episode cost at this share of kappa.
-  lambda_lr: float = 0.05  # adapted lambda: Adam step size of lambda per update ('lagrange' rule).
-  pid_kp: float = 0.1  # 'pid' rule: proportional gain (on episode costs).
-  pid_ki: float = 0.01  # 'pid' rule: integral gain (once per finished episode).
-  pid_kd: float = 0.05  # 'pid' rule: derivative gain.
-  lambda_start: int = 0  # adapted lambda: env steps before lambda moves (a reward-first phase).
-  error_clip: float = 1.0  # adapted lambda: lambda sees the cost error clipped to +-error_clip * kappa.
+  # lambda: PID Lagrangian (default), 'lagrange' (Adam ascent), both on the measured episode
+  # cost and aiming at cost_target * kappa, or 'fixed' (= value: reward shaping r - lambda c).
+  multiplier: lagrange.Config = lagrange.Config(rule='pid', value=0.0, cost_target=0.6,
+                                                kp=0.1, ki=0.01, kd=0.05)
+  cost_limit: Optional[float] = None  # Per-episode budget kappa; None: the task's.
   cost_twin: str = 'mean'  # SAC's cost twin in targets and actor: 'mean', or 'max' (pessimistic).
   num_envs: int = 1  # Env copies stepped together.
   log_every: int = 5_000  # Env steps between training-metric rows (and checkpoints).
@@ -98,6 +90,9 @@ class Config:
   progress: bool = True  # Show tqdm progress bars.
   tensorboard: bool = True  # Also write TensorBoard events.
 
+  def __post_init__(self):  # Dicts (config.json, presets) become the nested configs.
+    configs.coerce(self)
+
 
 # Fields that may change when a finished or interrupted expert is reused.
 _RESUMABLE = ('episodes', 'noise_fraction', 'noise', 'noise_std', 'dataset_format',
@@ -107,9 +102,7 @@ _RESUMABLE = ('episodes', 'noise_fraction', 'noise', 'noise_std', 'dataset_forma
 
 def validate(config: Config) -> None:
   """Raises ValueError for a flag that cannot work, before anything is built."""
-  if config.lambda_rule not in lagrange.LAMBDA_RULES:
-    raise ValueError(f'--lambda_rule must be one of {lagrange.LAMBDA_RULES}, got '
-                     f'{config.lambda_rule!r}')
+  lagrange.validate(config.multiplier)
   if config.noise not in NOISES:
     raise ValueError(f'--noise must be one of {NOISES}, got {config.noise!r}')
   if config.dataset_format not in DATASET_FORMATS:
@@ -121,15 +114,9 @@ def validate(config: Config) -> None:
                'final_episodes', 'replay_capacity'):
     if getattr(config, name) <= 0:
       raise ValueError(f'--{name} must be positive, got {getattr(config, name)}')
-  if config.noise_std < 0 or config.cost_coef < 0 or config.eval_every < 0:
-    raise ValueError('--noise_std, --cost_coef and --eval_every must be >= 0')
-  if not 0 < config.cost_target <= 1:
-    raise ValueError(f'--cost_target must be in (0, 1], got {config.cost_target}')
-  if min(config.lambda_lr, config.pid_kp, config.pid_ki, config.pid_kd) < 0 or (
-      config.error_clip <= 0):
-    raise ValueError('--lambda_lr and the PID gains must be >= 0, --error_clip > 0')
-  LoopConfig(config.utd, config.train_every, config.batch_size, config.learning_starts,
-             lambda_start=config.lambda_start).validate(config.num_envs)
+  if config.noise_std < 0 or config.eval_every < 0:
+    raise ValueError('--noise_std and --eval_every must be >= 0')
+  config.loop.validate(config.num_envs)
 
 
 # -- Expert -----------------------------------------------------------------------------------
@@ -138,11 +125,8 @@ def validate(config: Config) -> None:
 def expert_config(config: Config, spec) -> sac.Config:
   """SAC-Lagrangian config of the expert; the task gives kappa and the episode length."""
   cost_limit = spec.cost_threshold if config.cost_limit is None else config.cost_limit
-  return sac.Config(hidden_dims=tuple(config.hidden_dims), lambda_rule=config.lambda_rule,
-                    cost_coef=config.cost_coef, cost_limit=float(cost_limit),
-                    cost_target=config.cost_target, 
-                    lambda_lr=config.lambda_lr, pid_kp=config.pid_kp, pid_ki=config.pid_ki,
-                    pid_kd=config.pid_kd, error_clip=config.error_clip,
+  return sac.Config(hidden_dims=tuple(config.hidden_dims), multiplier=config.multiplier,
+                    cost_limit=float(cost_limit),
                     cost_twin=config.cost_twin)
 
 
@@ -176,9 +160,7 @@ def train_expert(config: Config, workdir: str, env, eval_env) -> Tuple[sac.State
   buffer = ReplayBuffer(env.obs_dim, env.act_dim,
                         min(config.replay_capacity, config.expert_steps))
   runner = GuidedLoop(env, policy, student, sac, state, buffer, None,
-                      LoopConfig(config.utd, config.train_every, config.batch_size,
-                                 config.learning_starts, lambda_start=config.lambda_start),
-                      seed=config.seed)
+                      config.loop, seed=config.seed)
   run = LoopCheckpoints(workdir)
   best = CheckpointManager(best_expert_dir(workdir), max_to_keep=1)
   kappa = cost_budget(config, spec)
@@ -402,8 +384,7 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
     message = (f'WARNING: the expert on {meta["task"]} is NOT SAFE: mean cost '
                f'{final["expert_cost_mean"]:.2f} > kappa {kappa:g} on the evaluation episodes '
                f'(validation cost {validation.get("validation/cost_mean", float("nan")):.2f}); '
-               'train longer or '
-               'lower --cost_target')
+               'train longer or lower --multiplier.cost_target')
     logging.warning(message)
     print(message)
   return summary

@@ -2,7 +2,7 @@ r"""GOLD online distillation: a frozen offline guide jump-starts an IQL or CVPO 
 
 The guide (Decision Transformer or BC, from `gold_jax.stages.train_guide`) acts for the first h
 steps of every episode, the 2x256 MLP student for the rest; h follows a curriculum down to 0
-(or, `--guide_schedule=prob`, each step is the guide's with a decaying probability). Every
+(or, `--schedule.kind=prob`, each step is the guide's with a decaying probability). Every
 transition goes to one replay buffer the student learns from. `--guide=none` trains the
 student from scratch (the baselines).
 
@@ -25,7 +25,7 @@ from absl import logging
 import jax
 import tqdm
 
-from gold_jax import envs, jsrl, launch
+from gold_jax import configs, envs, jsrl, launch
 from gold_jax.agents import cvpo, iql, lagrange
 from gold_jax.data.replay import ReplayBuffer
 from gold_jax import protocol
@@ -37,7 +37,6 @@ from gold_jax.policies import MLPPolicy, init_state, load_guide, read_guide_meta
 
 GUIDES = ('dt', 'bc', 'none')
 BACKBONES = {'iql': iql, 'cvpo': cvpo}
-SCHEDULES = ('horizon', 'auto', 'prob')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,35 +49,21 @@ class Config:
   cvpo_preset: str = 'released'  # CVPO's hyperparameters (cvpo.PRESETS): 'released' (the
                                  # authors' code, what the tables use) or 'fsrl' (FSRL's CVPO).
   iql_actor: str = 'awr'  # IQL actor loss: 'awr' (IQL paper) or 'sac' (GOLD released code).
-  guide_schedule: str = 'horizon'  # 'horizon' (fixed stages), 'auto' (JSRL rule) or 'prob'.
-  guide_fractions: Tuple[float, ...] = jsrl.DEFAULT_FRACTIONS  # Horizons H1 > ... > 0 as
-                                         # fractions of the task's episode length T.
-  guide_steps: Optional[Tuple[int, ...]] = None  # Horizons in env steps; overrides the fractions.
-  stage_steps: int = 40_000  # Env steps per stage of the 'horizon' curriculum.
-  auto_tolerance: float = 0.05  # 'auto': advance at (1 - tol) of the guide's return.
-  auto_window: int = 3  # 'auto': evaluations in the moving average.
-  auto_cost_limit: Optional[float] = None  # 'auto': kappa; None: the task's cost threshold.
-  prob_p0: float = 0.9  # 'prob': guide probability at step 0.
-  prob_T: int = 100_000  # 'prob': env steps after which the guide never acts.
+  schedule: jsrl.ScheduleConfig = jsrl.ScheduleConfig()  # The guide's curriculum.
   total_steps: int = 300_000  # Env steps of online training.
   num_envs: int = 1  # Env copies stepped together.
-  pipeline: str = 'off'  # 'process' / 'thread': step two halves of the envs in turn, the guide
-                         # computing for one while the other steps, in its own process or on a
-                         # worker thread (hides a DT guide's forward pass; even num_envs).
-  utd: Optional[float] = None  # Updates per env step; None: the CVPO preset's rate where it
-                               # has one (fsrl: 0.2), else 1.0.
-  train_every: int = 50  # Env steps between fused update calls (utd * train_every updates).
-  batch_size: int = 256  # Transitions per update.
-  learning_starts: int = 1000  # Env steps before the first update.
+  # Collection and updates (the pipeline option steps two halves of the envs in turn, the
+  # guide computing for one while the other steps; even num_envs). utd None: the CVPO
+  # preset's rate where it has one (fsrl: 0.2), else 1.0.
+  loop: LoopConfig = LoopConfig(utd=None)
   replay_capacity: int = 1_000_000  # Replay buffer size (capped at total_steps).
   eval_every: int = 10_000  # Env steps between evaluations (and checkpoints).
   eval_episodes: int = 10  # Episodes per curve point: the first ones of the evaluation set.
   final_eval_episodes: int = 10  # Episodes of the final evaluation (the reported numbers);
                                  # recorded-scenario tasks play every held-out scenario once.
-  cost_coef: float = 1.0  # IQL: lambda of the shaped reward r - lambda c (initial if adapted).
-  lambda_rule: str = 'fixed'  # IQL lambda: 'fixed' (cost_coef, the paper), or adapted against
-                              # kappa from the student's own episode costs: 'lagrange' or 'pid'
-                              # (gold_jax.agents.lagrange).
+  # IQL: lambda of the shaped reward r - lambda c: fixed (the paper), or adapted against
+  # kappa from the student's own episode costs ('lagrange', 'pid').
+  multiplier: lagrange.Config = lagrange.Config(rule='fixed', value=1.0)
   hidden_dims: Tuple[int, ...] = (256, 256)  # Student MLP (2x256; smaller only in tests).
   max_episode_steps: Optional[int] = None  # Episode length override (tests); None: the task's.
   env_options: Optional[Dict[str, Any]] = None  # Extra `envs.make` options (e.g. MetaDrive's
@@ -91,6 +76,9 @@ class Config:
   eval_protocol: int = protocol.VERSION  # Evaluation protocol (gold_jax.protocol) of the run.
   progress: bool = True  # Show a tqdm progress bar.
 
+  def __post_init__(self):  # Dicts (config.json, presets) become the nested configs.
+    configs.coerce(self)
+
 
 # Fields that may change when a run is resumed.
 _RESUMABLE = ('total_steps', 'progress', 'eval_episodes', 'final_eval_episodes')
@@ -102,33 +90,21 @@ def validate(config: Config) -> None:
     raise ValueError(f'--guide must be one of {GUIDES}, got {config.guide!r}')
   if config.backbone not in BACKBONES:
     raise ValueError(f'--backbone must be one of {tuple(BACKBONES)}, got {config.backbone!r}')
-  if config.guide_schedule not in SCHEDULES:
-    raise ValueError(f'--guide_schedule must be one of {SCHEDULES}, got '
-                     f'{config.guide_schedule!r}')
   if config.guide != 'none' and not config.guide_ckpt:
     raise ValueError(f'--guide={config.guide} needs --guide_ckpt')
-  if config.guide_steps is not None:
-    jsrl.check_stages(config.guide_steps)
-  jsrl.horizons_from_fractions(config.guide_fractions, 1)
+  config.schedule.validate()
   if config.eval_protocol != protocol.VERSION:
     raise ValueError(f'this code scores runs under evaluation protocol {protocol.VERSION}, '
                      f'not {config.eval_protocol}')
   if config.cvpo_preset not in cvpo.PRESETS:
     raise ValueError(f'--cvpo_preset must be one of {tuple(cvpo.PRESETS)}, got '
                      f'{config.cvpo_preset!r}')
-  LoopConfig(updates_per_step(config), config.train_every, config.batch_size,
-             config.learning_starts, config.pipeline).validate(config.num_envs)
-  for name in ('stage_steps', 'prob_T', 'total_steps', 'num_envs', 'replay_capacity',
-               'eval_every', 'eval_episodes', 'final_eval_episodes', 'auto_window'):
+  loop_config(config).validate(config.num_envs)
+  for name in ('total_steps', 'num_envs', 'replay_capacity', 'eval_every', 'eval_episodes',
+               'final_eval_episodes'):
     if getattr(config, name) <= 0:
       raise ValueError(f'--{name} must be positive, got {getattr(config, name)}')
-  if not 0.0 <= config.prob_p0 <= 1.0:
-    raise ValueError(f'--prob_p0 must be a probability, got {config.prob_p0}')
-  if config.cost_coef < 0:
-    raise ValueError(f'--cost_coef must be >= 0, got {config.cost_coef}')
-  if config.lambda_rule not in lagrange.LAMBDA_RULES:
-    raise ValueError(f'--lambda_rule must be one of {lagrange.LAMBDA_RULES}, got '
-                     f'{config.lambda_rule!r}')
+  lagrange.validate(config.multiplier)
 
 
 def learner_config(config: Config, spec):
@@ -136,19 +112,21 @@ def learner_config(config: Config, spec):
   hidden = tuple(config.hidden_dims)
   if config.backbone == 'iql':
     return iql.Config(hidden_dims=hidden, actor_loss=config.iql_actor,
-                      cost_coef=config.cost_coef, cost_limit=spec.cost_threshold,
-                      lambda_rule=config.lambda_rule)
+                      multiplier=config.multiplier, cost_limit=spec.cost_threshold)
   return cvpo.preset(config.cvpo_preset, hidden_dims=hidden,
                      cost_limit_start=spec.cost_threshold, cost_limit_end=spec.cost_threshold,
                      episode_len=spec.max_episode_steps)
 
 
-def updates_per_step(config: Config) -> float:
-  """The loop's utd: `--utd`, else the CVPO preset's `updates_per_step`, else 1.0."""
-  if config.utd is not None:
-    return config.utd
-  rate = cvpo.PRESETS[config.cvpo_preset].updates_per_step if config.backbone == 'cvpo' else None
-  return 1.0 if rate is None else rate
+def loop_config(config: Config) -> LoopConfig:
+  """`config.loop` with its utd resolved: the CVPO preset's `updates_per_step` where utd is
+  None and the preset has one, else 1.0."""
+  utd = config.loop.utd
+  if utd is None:
+    rate = (cvpo.PRESETS[config.cvpo_preset].updates_per_step if config.backbone == 'cvpo'
+            else None)
+    utd = 1.0 if rate is None else rate
+  return dataclasses.replace(config.loop, utd=utd)
 
 
 def init_learner(config: Config, spec, obs_dim: int, act_dim: int):
@@ -157,23 +135,11 @@ def init_learner(config: Config, spec, obs_dim: int, act_dim: int):
                     act_dim, learner_config(config, spec))
 
 
-def horizons(config: Config, episode_len: int) -> Tuple[int, ...]:
-  """The curriculum's horizons: `guide_steps` if given, else `guide_fractions` × T."""
-  if config.guide_steps is not None:
-    return jsrl.check_stages(config.guide_steps)
-  return jsrl.horizons_from_fractions(config.guide_fractions, episode_len)
-
-
 def make_schedule(config: Config, cost_threshold: float, episode_len: int):
+  """The guide's schedule (`jsrl.make_schedule`), None without a guide."""
   if config.guide == 'none':
     return None
-  if config.guide_schedule == 'horizon':
-    return jsrl.FixedCurriculum(horizons(config, episode_len), config.stage_steps)
-  if config.guide_schedule == 'auto':
-    kappa = cost_threshold if config.auto_cost_limit is None else config.auto_cost_limit
-    return jsrl.AutoCurriculum(horizons(config, episode_len), config.auto_tolerance,
-                               config.auto_window, kappa)
-  return jsrl.ProbSchedule(config.prob_p0, config.prob_T)
+  return jsrl.make_schedule(config.schedule, cost_threshold, episode_len)
 
 
 def check_guide(config: Config, obs_dim: int, act_dim: int) -> None:
@@ -276,9 +242,7 @@ def _train(config: Config, workdir: str, spec, env, eval_env,
   policy = jsrl.JSRLPolicy(guide, student, seed=config.seed + 2)
   schedule = make_schedule(config, spec.cost_threshold, spec.max_episode_steps)
   buffer = ReplayBuffer(env.obs_dim, env.act_dim, min(config.replay_capacity, config.total_steps))
-  loop_config = LoopConfig(updates_per_step(config), config.train_every, config.batch_size,
-                           config.learning_starts, config.pipeline)
-  runner = GuidedLoop(env, policy, student, module, state, buffer, schedule, loop_config,
+  runner = GuidedLoop(env, policy, student, module, state, buffer, schedule, loop_config(config),
                       seed=config.seed)
   run = LoopCheckpoints(workdir)
   resume_step = run.latest_step()

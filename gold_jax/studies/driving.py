@@ -37,7 +37,8 @@ import numpy as np
 
 from gold_jax.stages import distill
 from gold_jax.stages import train_guide
-from gold_jax import sweep
+from gold_jax import jsrl, sweep
+from gold_jax.agents import lagrange
 from gold_jax.checkpoints import checkpoint_dir
 from gold_jax import presets
 from gold_jax.driving import demos
@@ -47,6 +48,7 @@ from gold_jax.driving import split
 from gold_jax.envs import metadrive as md
 from gold_jax.envs import scenarionet_writer
 from gold_jax.launch import check_same_config, load_json, save_json
+from gold_jax.loop import LoopConfig
 from gold_jax.policies import load_policy
 
 TASK = driving_eval.TASK
@@ -253,11 +255,15 @@ def online_config(method: Method, p: presets.DrivingPreset, guide_ckpt: str, tra
   """The `distill.Config` of an online method at the scale's budget."""
   return distill.Config(
       task=TASK, guide=method.guide, guide_ckpt=guide_ckpt if method.guide != 'none' else '',
-      backbone=method.backbone, guide_schedule='horizon', guide_steps=tuple(p.guide_steps),
-      stage_steps=p.stage_steps, total_steps=p.total_steps, num_envs=1, utd=p.utd,
-      train_every=p.train_every, batch_size=p.batch_size, learning_starts=p.learning_starts,
+      backbone=method.backbone,
+      schedule=jsrl.ScheduleConfig(kind='horizon', steps=tuple(p.guide_steps),
+                                   stage_steps=p.stage_steps),
+      total_steps=p.total_steps, num_envs=1,
+      loop=LoopConfig(utd=p.utd, train_every=p.train_every, batch_size=p.batch_size,
+                      learning_starts=p.learning_starts),
       replay_capacity=p.replay_capacity, eval_every=p.eval_every,
-      eval_episodes=p.eval_episodes, cost_coef=p.cost_coef,
+      eval_episodes=p.eval_episodes,
+      multiplier=lagrange.Config(rule='fixed', value=p.cost_coef),
       hidden_dims=tuple(p.student_hidden_dims), max_episode_steps=episode_len(train_dir),
       seed=config.seed, progress=config.progress, env_options={'data_dir': str(train_dir)},
       # Curve points and the run's own final numbers come from the held-out scenarios.

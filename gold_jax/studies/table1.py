@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 
-from gold_jax import envs, files, presets, protocol, results, sweep
+from gold_jax import configs, envs, files, presets, protocol, results, sweep
 from gold_jax.checkpoints import checkpoint_dir
 
 SCALES = presets.SCALES
@@ -47,7 +47,8 @@ class Config:
   seeds: int = 3  # Seeds per task and method: first_seed, ..., first_seed + seeds - 1.
   first_seed: int = 0  # First seed (a job of a job array runs one seed).
   methods: Tuple[str, ...] = results.METHODS  # Columns of the table.
-  scale: str = 'laptop'  # Budget preset: smoke (tests), laptop (CPU, minutes), paper.
+  scale: str = 'laptop'  # Budget preset (gold_jax.presets): smoke (tests), laptop (CPU,
+                         # minutes), long (laptop with 200k online env steps), paper.
   workers: int = 1  # Runs in parallel processes (one JAX process per run).
   # Where runs execute (gold_jax.sweep.ExecutorConfig): 'local' pool or 'ray' tasks, with
   # the Ray cluster's address, each run's CPUs and GPU share, and retries of a dead worker.
@@ -131,7 +132,7 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
       # CVPO that stays within the budget on Car-Circle (docs/results/cvpo.md).
       run_overrides['cvpo_preset'] = 'fsrl'
     if backbone == 'iql':
-      run_overrides['lambda_rule'] = lambda_rule
+      run_overrides = configs.merge(run_overrides, multiplier={'rule': lambda_rule})
     config = distill.Config(task=task, seed=seed, guide=guide, guide_ckpt=ckpt,
                             backbone=backbone, **run_overrides, **_scenario_options(task))
     summary = distill.train_and_evaluate(config, path)
