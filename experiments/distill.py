@@ -1,11 +1,5 @@
 r"""GOLD online distillation: a frozen offline guide jump-starts an IQL or CVPO student.
 
-The guide (Decision Transformer or BC, from `experiments.train_guide`) acts for the first h
-steps of every episode, the 2x256 MLP student for the rest; h follows a curriculum down to 0
-(or, `--schedule.kind=prob`, each step is the guide's with a decaying probability). Every
-transition goes to one replay buffer the student learns from. `--guide=none` trains the
-student from scratch (the baselines).
-
   python -m experiments.distill --task=Car-Circle --guide=dt --guide_ckpt=runs/guide_dt \
       --backbone=iql --workdir=runs/gold_car_circle
 
@@ -13,8 +7,6 @@ The stage itself is `gold_jax.stages.distill`.
 """
 
 import json
-
-from absl import flags
 
 from gold_jax import launch
 from gold_jax.stages.distill import Config, train_and_evaluate, validate
@@ -25,10 +17,7 @@ from gold_jax.stages.distill import Config, train_and_evaluate, validate
 _NOT_FLAGS = ('hidden_dims', 'eval_protocol')
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-  """One flag per field of `Config` (its comments are the help), and --workdir."""
-  launch.define_config_flags(Config, fv, skip=_NOT_FLAGS)
-  flags.DEFINE_string('workdir', None, 'Run directory.', flag_values=fv)
+define_flags = launch.flags_of(Config, skip=_NOT_FLAGS)
 
 
 def config_from_flags(values) -> Config:

@@ -5,15 +5,11 @@ r"""Evaluates a saved guide, student or expert on a task.
 The stage itself is `gold_jax.stages.evaluate`.
 """
 
-from absl import flags
-
 from gold_jax import launch
 from gold_jax.stages.evaluate import Config, run
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-  """One flag per field of `Config` (its comments are the help)."""
-  launch.define_config_flags(Config, fv)
+define_flags = launch.flags_of(Config, workdir=False)
 
 
 def parse_flags(values) -> Config:

@@ -8,15 +8,11 @@ interrupted one. Prints the report and writes it to <out_dir>/corpus_report.json
 is `gold_jax.driving.corpus`.
 """
 
-from absl import flags
-
 from gold_jax import launch
 from gold_jax.driving.corpus import Config, run, validate
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-  """One flag per field of `Config` (its comments are the help)."""
-  launch.define_config_flags(Config, fv)
+define_flags = launch.flags_of(Config, workdir=False)
 
 
 main = launch.make_main(launch.validated_config(Config, validate), run, workdir_flag=None)

@@ -6,16 +6,11 @@ r"""Table I and Fig. 2 of the paper at any scale: seven methods x tasks x seeds.
 The study itself is `gold_jax.studies.table1`.
 """
 
-from absl import flags
-
 from gold_jax import launch
 from gold_jax.studies.table1 import Config, run
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-  """One flag per field of `Config` (its comments are the help), and --workdir."""
-  launch.define_config_flags(Config, fv)
-  flags.DEFINE_string('workdir', 'runs/table1', 'Sweep directory.', flag_values=fv)
+define_flags = launch.flags_of(Config, workdir_default='runs/table1')
 
 
 main = launch.make_main(lambda values: launch.config_from_flags(Config, values), run)

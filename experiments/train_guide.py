@@ -6,16 +6,11 @@ r"""Trains an offline guide (Decision Transformer or behaviour cloning) on demon
 The stage itself is `gold_jax.stages.train_guide`.
 """
 
-from absl import flags
-
 from gold_jax import launch
 from gold_jax.stages.train_guide import Config, run, validate
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-  """One flag per field of `Config` (its comments are the help), and --workdir."""
-  launch.define_config_flags(Config, fv)
-  flags.DEFINE_string('workdir', None, 'Run directory.', flag_values=fv)
+define_flags = launch.flags_of(Config)
 
 
 main = launch.make_main(launch.validated_config(Config, validate), run)

@@ -404,6 +404,20 @@ def validated_config(config_cls, validate_fn: Callable) -> Callable:
   return parse
 
 
+def flags_of(config_cls, *, workdir: bool = True, workdir_default: Optional[str] = None,
+             skip: Sequence[str] = ()) -> Callable[..., None]:
+  """A launcher's `define_flags(fv=FLAGS)`: one flag per field of `config_cls`
+  (`define_config_flags`, its comments the help) and, with `workdir`, `--workdir` (required
+  unless it has a default)."""
+
+  def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    define_config_flags(config_cls, fv, skip=skip)
+    if workdir:
+      flags.DEFINE_string('workdir', workdir_default, 'Run directory.', flag_values=fv)
+
+  return define_flags
+
+
 def make_main(parse_fn: Callable, run_fn: Callable, workdir_flag: Optional[str] = 'workdir'
               ) -> Callable:
   """The absl `main` of a launcher: `parse_fn(FLAGS)` -> config -> `run_fn(config, workdir)`.

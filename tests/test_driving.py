@@ -6,11 +6,12 @@ the real Waymo logs within 0.5 m on average and 1.0 m at worst.
 """
 
 import copy
-import importlib.util
 import logging
 import os
 import pathlib
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from gold_jax.data import trajectories
 from gold_jax.driving import demos, metrics, plots, split, tracking
 from gold_jax.envs import metadrive as md
 from gold_jax.envs import scenarionet_writer
+from gold_jax.stages import extract_demos
 # pylint: enable=wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -31,19 +33,6 @@ MEAN_TOL, MAX_TOL = 0.5, 1.5
 def real_data_dir():
   path = pathlib.Path(os.environ.get(md.DATA_DIR_ENV) or REPO / '..' / 'shared' / 'data' / 'womd')
   return path if (path / md.SUMMARY_FILE).is_file() else None
-
-
-def load_script():
-  spec = importlib.util.spec_from_file_location(
-      'extract_waymo_demos', REPO / 'experiments' / 'extract_waymo_demos.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-@pytest.fixture(scope='module')
-def script():
-  return load_script()
 
 
 @pytest.fixture(scope='module')
@@ -65,9 +54,9 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def extracted(script, data_dir, tmp_path_factory):
+def extracted(data_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp('demos')
-  return out, script.extract_to_dir(data_dir, out, workers=1, with_plots=True)
+  return out, extract_demos.extract_to_dir(data_dir, out, workers=1, with_plots=True)
 
 
 def test_demonstrations_follow_the_logged_path(extracted):
@@ -98,14 +87,25 @@ def test_unfollowable_log_is_dropped_with_reason(extracted):
   assert not jump.kept and 'log not followed' in jump.reason and jump.max_error > 3.0
 
 
-def test_extraction_resumes_without_redoing_work(extracted, script, data_dir, monkeypatch):
+def test_extraction_resumes_without_redoing_work(extracted, data_dir, monkeypatch):
   out, reports = extracted
   def fail(job):
     raise AssertionError(f'{job} was already done')
-  monkeypatch.setattr(script, '_process', fail)
-  again = script.extract_to_dir(data_dir, out, workers=1)
+  monkeypatch.setattr(extract_demos, '_process', fail)
+  again = extract_demos.extract_to_dir(data_dir, out, workers=1)
   assert again == reports
   assert 'mean_err_m' in (out / 'tracking_errors.csv').read_text()
+
+
+def test_extraction_launcher_runs_with_two_workers(data_dir, tmp_path):
+  out = tmp_path / 'demos'
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.extract_waymo_demos', f'--data_dir={data_dir}',
+       f'--workdir={out}', '--workers=2', '--extract.max_max_error=3.0'],
+      capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'kept 2 of 3 scenarios' in result.stdout
+  assert trajectories.TrajectoryDataset.load(out / 'demos.npz').num_episodes == 2
 
 
 def _scenario_file(tmp_path, data_dir, name, edit):

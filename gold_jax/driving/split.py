@@ -49,15 +49,21 @@ def index_split(num_scenarios: int, test_fraction: float = 0.2) -> Tuple[Dict, D
 def write_split(data_dir, out_dir, test_fraction: float = 0.2, seed: int = 0
                 ) -> Dict[str, pathlib.Path]:
   """Writes `out_dir/train` and `out_dir/test`: ScenarioNet directories over `data_dir`'s files."""
-  data_dir, out_dir = pathlib.Path(data_dir).resolve(), pathlib.Path(out_dir)
-  paths = md.scenario_files(data_dir)
+  names = [p.name for p in md.scenario_files(pathlib.Path(data_dir).resolve())]
+  train, test = split_names(names, test_fraction, seed)
+  return write_parts(data_dir, out_dir, {'train': train, 'test': test})
+
+
+def write_parts(data_dir, out_dir, parts: Dict[str, List[str]]) -> Dict[str, pathlib.Path]:
+  """ScenarioNet directories `out_dir/<part>` listing the scenario files `parts[part]` of
+  `data_dir` (mapping and summary only: the scenario files are not copied)."""
+  data_dir = pathlib.Path(data_dir).resolve()
   with open(data_dir / md.SUMMARY_FILE, 'rb') as f:
     summary = pickle.load(f)
-  train, test = split_names([p.name for p in paths], test_fraction, seed)
-  folders = {p.name: p.parent for p in paths}
+  folders = {p.name: p.parent for p in md.scenario_files(data_dir)}
   result = {}
-  for part, names in (('train', train), ('test', test)):
-    target = out_dir / part
+  for part, names in parts.items():
+    target = pathlib.Path(out_dir) / part
     target.mkdir(parents=True, exist_ok=True)
     mapping = {n: os.path.relpath(folders[n], target.resolve()) for n in names}
     scenarionet_writer.atomic_pickle(mapping, target / md.MAPPING_FILE)

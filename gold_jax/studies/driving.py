@@ -46,7 +46,6 @@ from gold_jax.driving import evaluate as driving_eval
 from gold_jax.driving import plots
 from gold_jax.driving import split
 from gold_jax.envs import metadrive as md
-from gold_jax.envs import scenarionet_writer
 from gold_jax.launch import check_same_config, load_json, save_json
 from gold_jax.loop import LoopConfig
 from gold_jax.policies import load_policy
@@ -136,23 +135,6 @@ def _match(wanted: str, names: Dict[str, str]) -> str:
                    f'{", ".join(names.values())})')
 
 
-def _write_parts(data_dir, out_dir, parts: Dict[str, List[str]]) -> Dict[str, pathlib.Path]:
-  """ScenarioNet directories `out_dir/<part>` listing `parts[part]`; files are not copied."""
-  data_dir = pathlib.Path(data_dir).resolve()
-  with open(data_dir / md.SUMMARY_FILE, 'rb') as f:
-    summary = pickle.load(f)
-  folders = {p.name: p.parent for p in md.scenario_files(data_dir)}
-  result = {}
-  for part, names in parts.items():
-    target = pathlib.Path(out_dir) / part
-    target.mkdir(parents=True, exist_ok=True)
-    mapping = {n: os.path.relpath(folders[n], target.resolve()) for n in names}
-    scenarionet_writer.atomic_pickle(mapping, target / md.MAPPING_FILE)
-    scenarionet_writer.atomic_pickle({n: summary[n] for n in names}, target / md.SUMMARY_FILE)
-    result[part] = target
-  return result
-
-
 def make_split(config: Config, data_dir, workdir) -> Dict[str, Any]:
   """Writes `split/{train,test}` and `split/split.json`; returns the split (names and dirs)."""
   out = pathlib.Path(workdir) / 'split'
@@ -162,7 +144,7 @@ def make_split(config: Config, data_dir, workdir) -> Dict[str, Any]:
     parts = {'train': [n for n in names if n not in test], 'test': [n for n in names if n in test]}
     if not parts['train']:
       raise ValueError('--test_scenarios holds out every scenario: nothing left to train on')
-    dirs = _write_parts(data_dir, out, parts)
+    dirs = split.write_parts(data_dir, out, parts)
   else:
     dirs = split.write_split(data_dir, out, config.test_fraction, config.seed)
   result = {}
