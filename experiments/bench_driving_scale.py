@@ -30,6 +30,7 @@ from absl import flags
 from gold_jax import files
 from gold_jax import launch
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = {'train': 10_000, 'test': 1_000, 'online_steps': 300_000, 'online_runs': 5 * 3}
 
 
@@ -45,7 +46,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 def _launch(module: str, *args: str) -> float:
   """Runs `python -m module args` and returns its wall-clock seconds; raises on failure."""
   start = time.perf_counter()
-  result = subprocess.run([sys.executable, '-m', module, *args], capture_output=True, text=True)
+  result = subprocess.run([sys.executable, '-m', module, *args], capture_output=True, text=True,
+                          cwd=_REPO)
   if result.returncode != 0:
     raise RuntimeError(f'{module} failed:\n{result.stderr[-3000:]}')
   return time.perf_counter() - start
