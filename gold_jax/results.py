@@ -129,13 +129,16 @@ def run_row(task: str, method: str, seed: int, result: Mapping) -> Dict[str, str
           'env_steps': _number(result.get('env_steps')), 'seconds': _number(result.get('seconds'))}
 
 
-def write_runs_csv(rows: Sequence[Mapping[str, str]], path: str) -> None:
-  """Writes `runs.csv` (columns `RUN_COLUMNS`, rows sorted by task, method, seed), atomically."""
+def write_runs_csv(rows: Sequence[Mapping[str, str]], path: str, extra: Sequence[str] = ()
+                   ) -> None:
+  """Writes `runs.csv` (columns `RUN_COLUMNS`, then `extra`; rows sorted by task, method,
+  seed), atomically."""
+  columns = tuple(RUN_COLUMNS) + tuple(extra)
   out = io.StringIO()
-  writer = csv.DictWriter(out, RUN_COLUMNS, lineterminator='\n')
+  writer = csv.DictWriter(out, columns, lineterminator='\n')
   writer.writeheader()
   for row in sorted(rows, key=lambda r: (r['task'], r['method'], int(r['seed']))):
-    writer.writerow({k: row.get(k, '') for k in RUN_COLUMNS})
+    writer.writerow({k: row.get(k, '') for k in columns})
   write_text(path, out.getvalue())
 
 

@@ -19,7 +19,7 @@ pytest.importorskip('metadrive')
 # pylint: disable=wrong-import-position
 from gold_jax.studies import driving
 from gold_jax import presets
-from gold_jax.driving import memory, metrics
+from gold_jax.driving import memory, metrics, pool
 from gold_jax.driving import evaluate as driving_eval
 from gold_jax.envs import metadrive as md
 from gold_jax.envs import scenarionet_writer
@@ -206,3 +206,58 @@ def test_real_waymo_split_is_two_to_one():
     pytest.skip('real Waymo scenarios not found at <repo>/../shared/data/womd')
   train, test = driving.split.split_names(list(driving._scenario_names(data_dir)), 0.2, seed=0)
   assert (len(train), len(test)) == (2, 1)
+
+
+def test_wilson_interval_matches_known_values():
+  np.testing.assert_allclose(pool.wilson(0, 10), (0.0, 0.27753), atol=1e-4)
+  np.testing.assert_allclose(pool.wilson(5, 10), (0.23659, 0.76341), atol=1e-4)
+  np.testing.assert_allclose(pool.wilson(10, 10), (0.72247, 1.0), atol=1e-4)
+  with pytest.raises(ValueError):
+    pool.wilson(3, 2)
+
+
+def _fake_seed(workdir, seed, test_files, outcomes):
+  """A finished per-seed study: results.json and one eval file (method 'IQL')."""
+  workdir.mkdir(parents=True)
+  (workdir / 'eval').mkdir()
+  split = {'test': {'files': test_files, 'ids': [f'id{i}' for i in range(len(test_files))]},
+           'train': {'files': ['t.pkl'], 'ids': ['t']}}
+  (workdir / 'results.json').write_text(json.dumps(
+      {'rows': [{'method': 'IQL'}], 'split': split, 'config': {'seed': seed}, 'episode_len': 90}))
+  scenarios = [{'reward': 10.0 * s, 'cost': 1.0 - s, 'success': s, 'crash': 1.0 - s,
+                'out_of_road': 0.0} for s in outcomes]
+  (workdir / 'eval' / 'iql.json').write_text(json.dumps({'method': 'IQL',
+                                                        'scenarios': scenarios}))
+
+
+def test_pooling_over_seeds_counts_every_seed_and_scenario(tmp_path):
+  files = ['a.pkl', 'b.pkl', 'c.pkl', 'd.pkl']
+  _fake_seed(tmp_path / 'seed0', 0, files, [1, 1, 0, 0])
+  _fake_seed(tmp_path / 'seed1', 1, files, [1, 1, 1, 0])
+  out = pool.pool([str(tmp_path / 'seed0'), str(tmp_path / 'seed1')], str(tmp_path))
+  (row,) = out['rows']
+  assert row['episodes'] == 8 and row['seeds'] == 2
+  np.testing.assert_allclose(row['success'], (5 / 8, *pool.wilson(5, 8)))
+  np.testing.assert_allclose(row['crash'][0], 3 / 8)
+  np.testing.assert_allclose(row['reward'], (6.25, 1.25))  # Per-seed means 5.0 and 7.5.
+  assert [p['success'] for p in row['per_seed']] == [0.5, 0.75]
+  runs = (tmp_path / 'runs.csv').read_text().splitlines()
+  assert runs[0].endswith('crash,out_of_road') and len(runs) == 3
+  assert runs[1].startswith('MetaDrive-Waymo,IQL,0,5,0.5,0.5,4,')
+  assert '0.62 [0.31, 0.86]' in (tmp_path / 'table.md').read_text()
+  _fake_seed(tmp_path / 'other', 2, files[::-1], [1, 0, 0, 0])
+  with pytest.raises(ValueError, match='different held-out scenarios'):
+    pool.pool([str(tmp_path / 'seed0'), str(tmp_path / 'other')], str(tmp_path / 'x'))
+
+
+def test_two_seeds_share_one_split_and_pool(data_dir, tmp_path):
+  config = driving.Config(data_dir=str(data_dir), scale='smoke', test_fraction=0.25, seed=3,
+                          seeds=2, methods=('BC', 'IQL'), plot_methods=())
+  result = driving.run(config, str(tmp_path))
+  splits = [json.loads((tmp_path / f'seed{s}' / 'split' / 'split.json').read_text())['test']
+            for s in (3, 4)]
+  assert splits[0]['files'] == splits[1]['files']
+  rows = {r['method']: r for r in result['pooled']['rows']}
+  assert set(rows) == {'BC', 'IQL'} and rows['IQL']['episodes'] == 2 * len(splits[0]['files'])
+  seeds = [line.split(',')[2] for line in (tmp_path / 'runs.csv').read_text().splitlines()[1:]]
+  assert sorted(seeds) == ['3', '3', '4', '4']

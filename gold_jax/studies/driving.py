@@ -44,6 +44,7 @@ from gold_jax import presets
 from gold_jax.driving import demos
 from gold_jax.driving import evaluate as driving_eval
 from gold_jax.driving import plots
+from gold_jax.driving import pool
 from gold_jax.driving import split
 from gold_jax.envs import metadrive as md
 from gold_jax.launch import check_same_config, load_json, save_json
@@ -84,7 +85,10 @@ class Config:
                                         # overrides test_fraction.
   plot_scenario: str = ''  # Test scenario (file name or id) drawn; '' = the first one.
   plot_methods: Tuple[str, ...] = PLOT_METHODS  # Methods drawn against the human log.
-  seed: int = 0  # Seeds the split, the learners, the envs.
+  seed: int = 0  # First seed of the learners and the envs.
+  seeds: int = 1  # Seeds seed, seed+1, ...: one study each in <workdir>/seed<k>, then pooled
+                  # (gold_jax.driving.pool: runs.csv, table.md with Wilson intervals).
+  split_seed: int = 0  # Seeds the train/test split, the same for every seed.
   progress: bool = False  # Progress bars of the training stages.
   # Where the guides and online runs execute (gold_jax.sweep.ExecutorConfig): 'local' (one
   # after another, or `workers` processes) or 'ray' tasks, each online run after its guide.
@@ -97,7 +101,8 @@ class Config:
 
 
 # Fields that may change between reruns of one workdir (they do not change finished stages).
-_RESUMABLE = ('methods', 'plot_scenario', 'plot_methods', 'progress') + sweep.EXECUTOR_FIELDS
+_RESUMABLE = ('methods', 'plot_scenario', 'plot_methods', 'progress',
+              'seeds') + sweep.EXECUTOR_FIELDS
 
 
 def validate(config: Config) -> None:
@@ -108,6 +113,8 @@ def validate(config: Config) -> None:
   presets.driving(config.scale)
   if not 0.0 < config.test_fraction < 1.0:
     raise ValueError(f'--test_fraction must be in (0, 1), got {config.test_fraction}')
+  if config.seeds < 1:
+    raise ValueError(f'--seeds must be at least 1, got {config.seeds}')
   unknown = [m for m in config.plot_methods if m not in METHODS]
   if unknown:
     raise ValueError(f'--plot_methods: unknown methods {unknown}')
@@ -146,7 +153,7 @@ def make_split(config: Config, data_dir, workdir) -> Dict[str, Any]:
       raise ValueError('--test_scenarios holds out every scenario: nothing left to train on')
     dirs = split.write_parts(data_dir, out, parts)
   else:
-    dirs = split.write_split(data_dir, out, config.test_fraction, config.seed)
+    dirs = split.write_split(data_dir, out, config.test_fraction, config.split_seed)
   result = {}
   for part, directory in dirs.items():
     files = [p.name for p in md.scenario_files(directory)]
@@ -402,6 +409,7 @@ def write_report(rows, split_info, config: Config, plot: Optional[str], workdir,
     markdown += f'\n![trajectories]({os.path.basename(plot)})\n'
   save_json(os.path.join(workdir, 'results.json'),
             {'rows': rows, 'split': split_info, 'config': dataclasses.asdict(config),
+             'episode_len': md.episode_steps(split_info['test']['dir']),
              'preset': dataclasses.asdict(presets.driving(config.scale)), 'plot': plot,
              'seconds': seconds, 'note': note})
   pathlib.Path(workdir, 'results.md').write_text(markdown)
@@ -412,7 +420,25 @@ def write_report(rows, split_info, config: Config, plot: Optional[str], workdir,
 
 
 def run(config: Config, workdir: str) -> Dict[str, Any]:
-  """Runs (or resumes) every stage; returns `{'rows', 'split', 'markdown', 'plot'}`."""
+  """Runs (or resumes) the study: with `seeds` > 1 one study per seed in `workdir/seed<k>`,
+  pooled into `workdir` (`gold_jax.driving.pool`); returns the last seed's
+  `{'rows', 'split', 'markdown', 'plot'}`, with `'pooled'` when several seeds ran."""
+  validate(config)
+  if config.seeds == 1:
+    return run_seed(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  check_same_config(workdir, config, may_differ=_RESUMABLE)
+  dirs = [os.path.join(workdir, f'seed{config.seed + k}') for k in range(config.seeds)]
+  for k, seed_dir in enumerate(dirs):
+    out = run_seed(dataclasses.replace(config, seed=config.seed + k, seeds=1), seed_dir)
+  pooled = pool.pool(dirs, workdir)
+  print(pooled['markdown'])
+  return dict(out, pooled=pooled)
+
+
+def run_seed(config: Config, workdir: str) -> Dict[str, Any]:
+  """Runs (or resumes) every stage for one seed; returns `{'rows', 'split', 'markdown',
+  'plot'}`."""
   validate(config)
   start = time.perf_counter()
   data_dir = md.resolve_data_dir(config.data_dir or None).resolve()
