@@ -257,6 +257,8 @@ def test_two_seeds_share_one_split_and_pool(data_dir, tmp_path):
   splits = [json.loads((tmp_path / f'seed{s}' / 'split' / 'split.json').read_text())['test']
             for s in (3, 4)]
   assert splits[0]['files'] == splits[1]['files']
+  assert (tmp_path / 'demos' / 'demos.npz').exists()  # Extracted once, for both seeds.
+  assert not (tmp_path / 'seed3' / 'demos').exists()
   rows = {r['method']: r for r in result['pooled']['rows']}
   assert set(rows) == {'BC', 'IQL'} and rows['IQL']['episodes'] == 2 * len(splits[0]['files'])
   seeds = [line.split(',')[2] for line in (tmp_path / 'runs.csv').read_text().splitlines()[1:]]

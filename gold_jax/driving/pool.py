@@ -20,8 +20,9 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from gold_jax import files, protocol, results
+from gold_jax.driving import evaluate as driving_eval
 
-TASK = 'MetaDrive-Waymo'
+TASK = driving_eval.TASK
 RATES = ('success', 'crash', 'out_of_road')
 EXTRA_COLUMNS = ('crash', 'out_of_road')
 
@@ -46,7 +47,7 @@ def _seed_results(workdir: str) -> Dict[str, Any]:
   evals = {}
   for row in summary['rows']:
     name = row['method']
-    path = os.path.join(workdir, 'eval', _file_name(name) + '.json')
+    path = eval_path(workdir, name)
     evals[name] = files.read_json(path)
     if evals[name] is None:
       raise FileNotFoundError(f'{path}: missing')
@@ -54,8 +55,10 @@ def _seed_results(workdir: str) -> Dict[str, Any]:
           'episode_len': summary.get('episode_len', 0)}
 
 
-def _file_name(name: str) -> str:  # As gold_jax.studies.driving names eval files.
-  return ''.join(c if c.isalnum() else '_' for c in name).strip('_').lower()
+def eval_path(workdir: str, method: str) -> str:
+  """Where a per-seed study keeps a method's held-out evaluation: `eval/<method>.json`."""
+  name = ''.join(c if c.isalnum() else '_' for c in method).strip('_').lower()
+  return os.path.join(workdir, 'eval', name + '.json')
 
 
 def pool(workdirs: Sequence[str], out_dir: str) -> Dict[str, Any]:

@@ -324,7 +324,7 @@ def evaluate_methods(methods: Sequence[Method], guides: Dict[str, str], test_dir
   results, env = {}, None
   try:
     for name, method, target in rows:
-      path = os.path.join(workdir, 'eval', _file_name(name) + '.json')
+      path = pool.eval_path(workdir, name)
       cached = load_json(path)
       if cached is None:
         if env is None:
@@ -341,10 +341,6 @@ def evaluate_methods(methods: Sequence[Method], guides: Dict[str, str], test_dir
     if env is not None:
       env.close()
   return results
-
-
-def _file_name(name: str) -> str:
-  return ''.join(c if c.isalnum() else '_' for c in name).strip('_').lower()
 
 
 # -- Report ---------------------------------------------------------------------------------------
@@ -429,16 +425,18 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   check_same_config(workdir, config, may_differ=_RESUMABLE)
   dirs = [os.path.join(workdir, f'seed{config.seed + k}') for k in range(config.seeds)]
-  for k, seed_dir in enumerate(dirs):
-    out = run_seed(dataclasses.replace(config, seed=config.seed + k, seeds=1), seed_dir)
+  for k, seed_dir in enumerate(dirs):  # One split for all seeds: one set of demonstrations.
+    out = run_seed(dataclasses.replace(config, seed=config.seed + k, seeds=1), seed_dir,
+                   demos_dir=workdir)
   pooled = pool.pool(dirs, workdir)
   print(pooled['markdown'])
   return dict(out, pooled=pooled)
 
 
-def run_seed(config: Config, workdir: str) -> Dict[str, Any]:
+def run_seed(config: Config, workdir: str, demos_dir: Optional[str] = None) -> Dict[str, Any]:
   """Runs (or resumes) every stage for one seed; returns `{'rows', 'split', 'markdown',
-  'plot'}`."""
+  'plot'}`. The demonstrations go to `demos_dir` (default `workdir`), where seeds that share
+  the split share them."""
   validate(config)
   start = time.perf_counter()
   data_dir = md.resolve_data_dir(config.data_dir or None).resolve()
@@ -455,7 +453,7 @@ def run_seed(config: Config, workdir: str) -> Dict[str, Any]:
         f'{", ".join(split_info["test"]["ids"])})')
 
   needed = sorted({m.guide for m in methods if m.guide != 'none'})
-  dataset = extract_demos(train_dir, workdir) if needed else ''
+  dataset = extract_demos(train_dir, demos_dir or workdir) if needed else ''
   guides = train_all(needed, [m for m in methods if m.backbone is not None], p, dataset,
                      train_dir, workdir, config)
 
