@@ -104,8 +104,7 @@ def test_smoke_split_is_disjoint_and_held_out(smoke_run, data_dir):
   assert {r['name'] for r in reports} == train and all(r['kept'] for r in reports)
   # Every evaluation drove the held-out scenario.
   for name in result['rows']:
-    cached = json.loads((workdir / 'eval' / (driving._file_name(name['method']) + '.json'))
-                        .read_text())
+    cached = json.loads(pathlib.Path(pool.eval_path(workdir, name['method'])).read_text())
     assert [s['scenario_id'] for s in cached['scenarios']] == split_info['test']['ids']
 
 
