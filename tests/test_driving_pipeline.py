@@ -249,9 +249,26 @@ def test_pooling_over_seeds_counts_every_seed_and_scenario(tmp_path):
     pool.pool([str(tmp_path / 'seed0'), str(tmp_path / 'other')], str(tmp_path / 'x'))
 
 
-def test_two_seeds_share_one_split_and_pool(data_dir, tmp_path):
+@pytest.fixture(scope='module')
+def extra_dir(tmp_path_factory):
+  """Two more recorded scenarios on other maps: a second held-out set."""
+  out = tmp_path_factory.mktemp('extra_scenarios')
+  scenarionet_writer.write_procedural_scenarios(out, num_scenarios=2, seed=10, horizon=40)
+  return out
+
+
+def test_extra_test_dir_sharing_train_scenarios_is_refused(data_dir, tmp_path):
+  config = driving.Config(data_dir=str(data_dir), scale='smoke', test_fraction=0.25,
+                          extra_test_dir=str(data_dir), methods=('IQL',))
+  with pytest.raises(ValueError, match='shares 3 scenario'):
+    driving.run(config, str(tmp_path))
+  assert not (tmp_path / 'online').exists()  # Refused before any training.
+
+
+def test_two_seeds_share_one_split_and_pool(data_dir, extra_dir, tmp_path):
   config = driving.Config(data_dir=str(data_dir), scale='smoke', test_fraction=0.25, seed=3,
-                          seeds=2, methods=('BC', 'IQL'), plot_methods=())
+                          seeds=2, methods=('BC', 'IQL'), plot_methods=(),
+                          extra_test_dir=str(extra_dir), workers=2)
   result = driving.run(config, str(tmp_path))
   splits = [json.loads((tmp_path / f'seed{s}' / 'split' / 'split.json').read_text())['test']
             for s in (3, 4)]
@@ -262,3 +279,11 @@ def test_two_seeds_share_one_split_and_pool(data_dir, tmp_path):
   assert set(rows) == {'BC', 'IQL'} and rows['IQL']['episodes'] == 2 * len(splits[0]['files'])
   seeds = [line.split(',')[2] for line in (tmp_path / 'runs.csv').read_text().splitlines()[1:]]
   assert sorted(seeds) == ['3', '3', '4', '4']
+  # The second held-out set: every row scored on both of its scenarios, per seed, pooled apart.
+  extra = {r['method']: r for r in result['pooled']['extra']['rows']}
+  assert set(extra) == {'BC', 'IQL'} and extra['IQL']['episodes'] == 2 * 2
+  assert result['pooled']['extra']['eval_set'] != result['pooled']['eval_set']
+  extra_runs = (tmp_path / 'runs_extra.csv').read_text().splitlines()
+  assert len(extra_runs) == 1 + 2 * 2 and all(',2,' in line for line in extra_runs[1:])
+  assert (tmp_path / 'table_extra.md').exists()
+  assert 'Second held-out set: 2 scenarios' in (tmp_path / 'seed3' / 'results.md').read_text()

@@ -49,4 +49,21 @@ def test_unknown_scales_are_refused():
   with pytest.raises(ValueError, match='unknown scale'):
     presets.driving('huge')
   assert presets.driving('paper').dt_context_len == 20  # The paper's K.
+
+
+def test_medium_driving_preset_runs_cvpo_at_the_fsrl_rate_and_keeps_the_student(monkeypatch):
+  from gold_jax.stages import distill  # pylint: disable=import-outside-toplevel
+  from gold_jax.studies import driving  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(driving, 'episode_len', lambda train_dir: 90)
+  medium = presets.driving('medium')
+  assert medium.dt_context_len == 20 and medium.student_hidden_dims == (256, 256)
+  assert medium.guide_steps[-1] == 0 and list(medium.guide_steps) == sorted(medium.guide_steps)[::-1]
+  # The student acts alone for the last part of the run.
+  assert medium.stage_steps * (len(medium.guide_steps) - 1) < medium.total_steps
+  rates = {}
+  for name in ('IQL', 'CVPO'):
+    config = driving.online_config(driving.METHODS[name], medium, '', 'train', driving.Config())
+    rates[name] = distill.loop_config(config).utd
+    assert config.hidden_dims == (256, 256) and config.cvpo_preset == 'fsrl'
+  assert rates == {'IQL': 1.0, 'CVPO': 0.2}
   assert envs.get_spec('Point-Goal').max_episode_steps == 1000

@@ -40,35 +40,45 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> Tuple[float, float]:
   return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _seed_results(workdir: str) -> Dict[str, Any]:
+def _seed_results(workdir: str, held_out: str = 'test') -> Dict[str, Any]:
   summary = files.read_json(os.path.join(workdir, 'results.json'))
   if summary is None:
     raise FileNotFoundError(f'{workdir}: no results.json (has the study finished?)')
+  if held_out == 'test':
+    scenarios, rows = summary['split']['test'], summary['rows']
+    episode_len = summary.get('episode_len', 0)
+  elif summary.get(held_out):
+    scenarios, rows = summary[held_out], summary[held_out]['rows']
+    episode_len = summary[held_out]['episode_len']
+  else:
+    raise FileNotFoundError(f'{workdir}: no held-out set {held_out!r} in results.json')
   evals = {}
-  for row in summary['rows']:
+  for row in rows:
     name = row['method']
-    path = eval_path(workdir, name)
+    path = eval_path(workdir, name, held_out)
     evals[name] = files.read_json(path)
     if evals[name] is None:
       raise FileNotFoundError(f'{path}: missing')
-  return {'seed': int(summary['config']['seed']), 'split': summary['split'], 'evals': evals,
-          'episode_len': summary.get('episode_len', 0)}
+  return {'seed': int(summary['config']['seed']), 'files': scenarios['files'],
+          'ids': scenarios['ids'], 'evals': evals, 'episode_len': episode_len}
 
 
-def eval_path(workdir: str, method: str) -> str:
-  """Where a per-seed study keeps a method's held-out evaluation: `eval/<method>.json`."""
+def eval_path(workdir: str, method: str, held_out: str = 'test') -> str:
+  """Where a per-seed study keeps a method's evaluation on a held-out set: `eval/<method>.json`
+  for the test part of its split, `eval_<held_out>/<method>.json` for another set."""
   name = ''.join(c if c.isalnum() else '_' for c in method).strip('_').lower()
-  return os.path.join(workdir, 'eval', name + '.json')
+  folder = 'eval' if held_out == 'test' else f'eval_{held_out}'
+  return os.path.join(workdir, folder, name + '.json')
 
 
-def pool(workdirs: Sequence[str], out_dir: str) -> Dict[str, Any]:
-  """Pools the finished per-seed studies in `workdirs`; writes runs.csv and table.md."""
-  seeds = [_seed_results(w) for w in workdirs]
-  test = [s['split']['test']['files'] for s in seeds]
-  if any(t != test[0] for t in test[1:]):
+def pool(workdirs: Sequence[str], out_dir: str, held_out: str = 'test') -> Dict[str, Any]:
+  """Pools the finished per-seed studies in `workdirs` on one held-out set; writes runs.csv and
+  table.md (`runs_<held_out>.csv` and `table_<held_out>.md` for a set other than 'test')."""
+  seeds = [_seed_results(w, held_out) for w in workdirs]
+  if any(s['files'] != seeds[0]['files'] for s in seeds[1:]):
     raise ValueError('the seeds were scored on different held-out scenarios; run them with one '
                      '--split_seed so that their rates pool')
-  ids = seeds[0]['split']['test']['ids']
+  ids = seeds[0]['ids']
   eval_id = protocol.eval_set(TASK, seeds[0]['episode_len'], 0, 0, ids).id
   methods = [m for m in seeds[0]['evals'] if all(m in s['evals'] for s in seeds)]
   run_rows, table = [], []
@@ -96,9 +106,11 @@ def pool(workdirs: Sequence[str], out_dir: str) -> Dict[str, Any]:
       entry[rate] = (k / n, *wilson(k, n))
     table.append(entry)
   os.makedirs(out_dir, exist_ok=True)
-  results.write_runs_csv(run_rows, os.path.join(out_dir, 'runs.csv'), extra=EXTRA_COLUMNS)
+  suffix = '' if held_out == 'test' else f'_{held_out}'
+  results.write_runs_csv(run_rows, os.path.join(out_dir, f'runs{suffix}.csv'),
+                         extra=EXTRA_COLUMNS)
   markdown = to_markdown(table, ids)
-  files.write_text(os.path.join(out_dir, 'table.md'), markdown)
+  files.write_text(os.path.join(out_dir, f'table{suffix}.md'), markdown)
   return {'rows': table, 'markdown': markdown, 'eval_set': eval_id}
 
 

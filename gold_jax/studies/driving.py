@@ -8,7 +8,8 @@ Stages, each skipped when its output already exists (a rerun resumes where it st
    scenarios named by `--test_scenarios`), as two ScenarioNet directories that point back at the
    original files (`gold_jax.driving.split`).
 2. `demos/`: the human ego logs of the TRAIN scenarios become demonstrations in the simulator
-   (`gold_jax.driving.demos`; scenarios whose log cannot be followed are dropped).
+   (`gold_jax.stages.extract_demos`, in `--workers` processes; scenarios whose log cannot be
+   followed are dropped, with the reason in `demos/reports.json`).
 3. `guides/{dt,bc}/`: a Decision Transformer and a BC guide are trained on them
    (`gold_jax.stages.train_guide`, with the driving settings of `gold_jax.presets`).
 4. `online/<method>/`: GOLD(DT-IQL), GOLD(BC-IQL), GOLD(DT-CVPO) and IQL / CVPO from scratch
@@ -16,7 +17,9 @@ Stages, each skipped when its output already exists (a rerun resumes where it st
    after another in this process, in `--workers` processes, or as Ray tasks
    (`--executor=ray`, each online run after its guide; `gold_jax.sweep`).
 5. `eval/<method>.json`: every method drives each held-out TEST scenario once
-   (`gold_jax.driving.evaluate`).
+   (`gold_jax.driving.evaluate`), as soon as its policy is trained, on the same executor. With
+   `--extra_test_dir` (e.g. the real WOMD scenarios beside a generated corpus) every method also
+   drives each scenario of that second held-out set once (`eval_extra/`).
 
 Then it prints and writes (`results.json`, `results.md`) the table of reward, cost, success,
 crash and out-of-road rates per method, and `trajectories.png`: the methods' paths against the
@@ -36,12 +39,12 @@ from absl import logging
 import numpy as np
 
 from gold_jax.stages import distill
+from gold_jax.stages import extract_demos as extraction
 from gold_jax.stages import train_guide
 from gold_jax import jsrl, sweep
 from gold_jax.agents import lagrange
 from gold_jax.checkpoints import checkpoint_dir
 from gold_jax import presets
-from gold_jax.driving import demos
 from gold_jax.driving import evaluate as driving_eval
 from gold_jax.driving import plots
 from gold_jax.driving import pool
@@ -79,10 +82,13 @@ PLOT_METHODS = ('GOLD(DT-IQL)', 'DT', 'IQL', 'GOLD(DT-CVPO)')
 class Config:
   data_dir: str = ''  # ScenarioNet directory; '' = $GOLD_WOMD_DIR.
   methods: Tuple[str, ...] = tuple(METHODS)  # Rows of the table (names of METHODS).
-  scale: str = 'small'  # Budget: 'smoke', 'small' or 'paper' (gold_jax.presets).
+  scale: str = 'small'  # Budget: 'smoke', 'small', 'medium' or 'paper' (gold_jax.presets).
   test_fraction: float = 0.2  # Share of the scenarios held out for testing (at least one).
   test_scenarios: Tuple[str, ...] = ()  # Held-out scenarios by file name or scenario id;
                                         # overrides test_fraction.
+  extra_test_dir: str = ''  # A second held-out set, e.g. real WOMD next to a generated corpus:
+                            # a ScenarioNet directory sharing no scenario with the train part;
+                            # every row is also scored once on each of its scenarios.
   plot_scenario: str = ''  # Test scenario (file name or id) drawn; '' = the first one.
   plot_methods: Tuple[str, ...] = PLOT_METHODS  # Methods drawn against the human log.
   seed: int = 0  # First seed of the learners and the envs.
@@ -101,7 +107,7 @@ class Config:
 
 
 # Fields that may change between reruns of one workdir (they do not change finished stages).
-_RESUMABLE = ('methods', 'plot_scenario', 'plot_methods', 'progress',
+_RESUMABLE = ('methods', 'extra_test_dir', 'plot_scenario', 'plot_methods', 'progress',
               'seeds') + sweep.EXECUTOR_FIELDS
 
 
@@ -167,9 +173,11 @@ def make_split(config: Config, data_dir, workdir) -> Dict[str, Any]:
 # -- 2-3. Demonstrations and guides ---------------------------------------------------------------
 
 
-def extract_demos(train_dir, workdir) -> str:
+def extract_demos(train_dir, workdir, workers: int = 1) -> str:
   """Demonstrations of the train scenarios' human logs (`demos/demos.npz`); returns its path.
 
+  `gold_jax.stages.extract_demos` does the work, in `workers` processes, one scenario at a time
+  (an interrupted extraction resumes at the first scenario without a report).
   `demos/reports.json` records, per train scenario, the tracking error and outcome or why it
   was dropped.
   """
@@ -177,18 +185,13 @@ def extract_demos(train_dir, workdir) -> str:
   dataset, reports_path = out / 'demos.npz', out / 'reports.json'
   if dataset.exists() and reports_path.exists():
     return str(dataset)
-  out.mkdir(parents=True, exist_ok=True)
-  episodes, reports = [], []
-  for _, episode, report in demos.extract_demos(train_dir):
-    reports.append(dataclasses.asdict(report))
-    if episode is not None:
-      episodes.append(episode)
-  if not episodes:
-    reasons = '; '.join(f'{r["name"]}: {r["reason"]}' for r in reports)
+  reports = extraction.extract_to_dir(train_dir, out, workers)
+  kept = [r for r in reports if r.kept]
+  if not kept:
+    reasons = '; '.join(f'{r.name}: {r.reason}' for r in reports)
     raise RuntimeError(f'no train scenario gave a demonstration ({reasons})')
-  logging.info('demonstrations: %d of %d train scenarios kept', len(episodes), len(reports))
-  demos.save_dataset(dataset, episodes)
-  save_json(str(reports_path), reports)  # Last: its presence marks the stage as done.
+  logging.info('demonstrations: %d of %d train scenarios kept', len(kept), len(reports))
+  save_json(str(reports_path), [dataclasses.asdict(r) for r in reports])  # Last: marks it done.
   return str(dataset)
 
 
@@ -244,7 +247,7 @@ def online_config(method: Method, p: presets.DrivingPreset, guide_ckpt: str, tra
   """The `distill.Config` of an online method at the scale's budget."""
   return distill.Config(
       task=TASK, guide=method.guide, guide_ckpt=guide_ckpt if method.guide != 'none' else '',
-      backbone=method.backbone,
+      backbone=method.backbone, cvpo_preset=p.cvpo_preset,
       schedule=jsrl.ScheduleConfig(kind='horizon', steps=tuple(p.guide_steps),
                                    stage_steps=p.stage_steps),
       total_steps=p.total_steps, num_envs=1,
@@ -275,72 +278,87 @@ def train_online(method: Method, p: presets.DrivingPreset, guides: Dict[str, str
   return run_dir
 
 
-def train_all(algos: Sequence[str], online: Sequence[Method], p: presets.DrivingPreset, dataset: str,
-              train_dir, workdir, config: Config) -> Dict[str, str]:
-  """Trains the guides `algos`, then the `online` methods, each after its guide, on the
-  executor of `config` (`gold_jax.sweep`); returns the guides' checkpoint directories.
-  Raises if a run failed."""
-  root, train_dir = os.path.abspath(workdir), os.path.abspath(train_dir)  # Seen by any worker.
-  guides = {a: checkpoint_dir(os.path.join(root, 'guides', a), of_run=True) for a in algos}
-  with sweep.from_config(config) as executor:
-    executor.check_shared_dir(root)
-    handles = {a: executor.submit(train_guides, ([a], p, dataset, train_dir, root, config),
-                                  name=f'guides/{a}') for a in algos}
-    for method in online:
-      print(f'online: {method.name}')
-      handles[method.name] = executor.submit(
-          train_online, (method, p, guides, train_dir, root, config),
-          after=[handles[method.guide]] if method.guide in handles else [],
-          name=f'online/{method.slug}')
-    results = executor.gather(list(handles.values()))
-  failed = [f'{name}: {r["error"]}' for name, r in zip(handles, results)
-            if isinstance(r, dict) and 'error' in r]
-  if failed:
-    raise RuntimeError('driving runs failed: ' + '; '.join(failed))
-  return guides
-
-
-# -- 5. Evaluation on the test scenarios ----------------------------------------------------------
-
-
 def policy_checkpoint(method: Method, guides: Dict[str, str], workdir) -> str:
   if method.backbone is None:
     return guides[method.guide]
   return os.path.join(workdir, 'online', method.slug)
 
 
-def evaluate_methods(methods: Sequence[Method], guides: Dict[str, str], test_dir, workdir,
-                     config: Config, dt_targets: Sequence[float] = ()) -> Dict[str, Dict]:
-  """Evaluates each method once per test scenario (cached in `eval/`); returns the results.
+# -- 5. Evaluation on the held-out sets, and the graph of runs -----------------------------------
 
-  A DT guide is also evaluated at every conditioning return of `dt_targets` after the first
-  (rows `DT(R=...)`).
-  """
+
+def eval_rows(methods: Sequence[Method], dt_targets: Sequence[float] = ()
+              ) -> List[Tuple[str, Method, Optional[float]]]:
+  """The table's rows: (name, method, DT conditioning return or None). A DT guide is also
+  scored at every conditioning return of `dt_targets` after the first (rows `DT(R=...)`)."""
   rows: List[Tuple[str, Method, Optional[float]]] = []
   for method in methods:
     rows.append((method.name, method, None))
     if method.name == 'DT':
       rows += [(f'DT(R={target:g})', method, float(target)) for target in dt_targets[1:]]
-  results, env = {}, None
-  try:
-    for name, method, target in rows:
-      path = pool.eval_path(workdir, name)
-      cached = load_json(path)
-      if cached is None:
-        if env is None:
-          env = driving_eval.make_scenario_env(test_dir, seed=config.seed,
-                                               max_episode_steps=md.episode_steps(test_dir))
-        policy, _ = load_policy(policy_checkpoint(method, guides, workdir), target)
-        metrics, episodes = driving_eval.evaluate_scenarios(policy, env)
-        cached = {'method': name, 'metrics': metrics,
-                  'scenarios': driving_eval.episode_rows(episodes),
-                  'paths': [e['ego_xy'].tolist() for e in episodes]}
-        save_json(path, cached)
-      results[name] = cached
-  finally:
-    if env is not None:
+  return rows
+
+
+def evaluate_row(name: str, method: Method, target: Optional[float], guides: Dict[str, str],
+                 test_dir, workdir, seed: int, held_out: str = 'test') -> Dict[str, Any]:
+  """Drives each scenario of `test_dir` once with the policy of row `name`; the result is
+  cached in `pool.eval_path(workdir, name, held_out)` and returned."""
+  path = pool.eval_path(workdir, name, held_out)
+  cached = load_json(path)
+  if cached is None:
+    env = driving_eval.make_scenario_env(test_dir, seed=seed,
+                                         max_episode_steps=md.episode_steps(test_dir))
+    try:
+      policy, _ = load_policy(policy_checkpoint(method, guides, workdir), target)
+      metrics, episodes = driving_eval.evaluate_scenarios(policy, env)
+    finally:
       env.close()
-  return results
+    cached = {'method': name, 'metrics': metrics,
+              'scenarios': driving_eval.episode_rows(episodes),
+              'paths': [e['ego_xy'].tolist() for e in episodes]}
+    save_json(path, cached)
+  return cached
+
+
+def run_all(methods: Sequence[Method], p: presets.DrivingPreset, dataset: str, train_dir,
+            held_out: Dict[str, str], workdir, config: Config) -> Dict[str, Dict[str, Dict]]:
+  """Trains the guides and online runs that `methods` need (each online run after its guide)
+  and scores every row on each held-out set (`held_out`: name -> ScenarioNet directory) once
+  its policy is trained, all on the executor of `config` (`gold_jax.sweep`). Finished runs and
+  evaluations are skipped. Returns {held-out set: {row: evaluation}}; raises if a run failed."""
+  root, train_dir = os.path.abspath(workdir), os.path.abspath(train_dir)  # Seen by any worker.
+  algos = sorted({m.guide for m in methods if m.guide != 'none'})
+  guides = {a: checkpoint_dir(os.path.join(root, 'guides', a), of_run=True) for a in algos}
+  with sweep.from_config(config) as executor:
+    executor.check_shared_dir(root)
+    trained = {a: executor.submit(train_guides, ([a], p, dataset, train_dir, root, config),
+                                  name=f'guides/{a}') for a in algos}
+    for method in methods:
+      if method.backbone is not None:
+        print(f'online: {method.name}')
+        trained[method.name] = executor.submit(
+            train_online, (method, p, guides, train_dir, root, config),
+            after=[trained[method.guide]] if method.guide in trained else [],
+            name=f'online/{method.slug}')
+    scored = {}
+    for set_name, test_dir in held_out.items():
+      for name, method, target in eval_rows(methods, p.dt_target_returns):
+        policy_run = trained[method.guide if method.backbone is None else method.name]
+        scored[set_name, name] = executor.submit(
+            evaluate_row, (name, method, target, guides, os.path.abspath(test_dir), root,
+                           config.seed, set_name),
+            after=[policy_run], name=f'eval/{set_name}/{name}')
+    handles = {**{f'train {k}': h for k, h in trained.items()},
+               **{f'eval {s}/{n}': h for (s, n), h in scored.items()}}
+    results = dict(zip(handles, executor.gather(list(handles.values()))))
+  failed = [f'{name}: {r["error"]}' for name, r in results.items()
+            if isinstance(r, dict) and 'error' in r]
+  if failed:
+    raise RuntimeError('driving runs failed: ' + '; '.join(failed))
+  out: Dict[str, Dict[str, Dict]] = {s: {} for s in held_out}
+  for set_name, name in scored:
+    out[set_name][name] = results[f'eval {set_name}/{name}']
+  return out
 
 
 # -- Report ---------------------------------------------------------------------------------------
@@ -388,12 +406,17 @@ def plot_trajectories(results: Dict[str, Dict], split_info: Dict[str, Any], conf
   return str(out)
 
 
+def _held_out_note(ids: Sequence[str]) -> str:
+  return ', '.join(ids) if len(ids) <= 10 else f'{len(ids)} scenarios, listed in split/split.json'
+
+
 def write_report(rows, split_info, config: Config, plot: Optional[str], workdir,
-                 seconds: float) -> str:
-  """results.json and results.md; returns the Markdown."""
+                 seconds: float, extra: Optional[Dict[str, Any]] = None) -> str:
+  """results.json and results.md; returns the Markdown. `extra`: the second held-out set
+  (`dir`, `files`, `ids`, `episode_len`, `rows`), if any."""
   n_train, n_test = len(split_info['train']['files']), len(split_info['test']['files'])
   note = (f'{n_train} train / {n_test} test scenarios (held out: '
-          f'{", ".join(split_info["test"]["ids"])}); one episode per test scenario, '
+          f'{_held_out_note(split_info["test"]["ids"])}); one episode per test scenario, '
           f'scale `{config.scale}`, seed {config.seed}.')
   if n_test < 5:
     note += (f' With {n_test} test scenario(s) every rate is a mean of {n_test} 0/1 outcome(s): '
@@ -401,15 +424,37 @@ def write_report(rows, split_info, config: Config, plot: Optional[str], workdir,
              'methods.')
   markdown = (f'# MetaDrive-Waymo: safe driving on held-out scenarios\n\n{note}\n\n'
               f'{format_table(rows)}\n')
+  if extra:
+    markdown += (f'\n## Second held-out set: {len(extra["files"])} scenarios of '
+                 f'`{os.path.basename(extra["dir"])}` ({_held_out_note(extra["ids"])})\n\n'
+                 f'{format_table(extra["rows"])}\n')
   if plot:
     markdown += f'\n![trajectories]({os.path.basename(plot)})\n'
   save_json(os.path.join(workdir, 'results.json'),
             {'rows': rows, 'split': split_info, 'config': dataclasses.asdict(config),
-             'episode_len': md.episode_steps(split_info['test']['dir']),
+             'episode_len': md.episode_steps(split_info['test']['dir']), 'extra': extra,
              'preset': dataclasses.asdict(presets.driving(config.scale)), 'plot': plot,
              'seconds': seconds, 'note': note})
   pathlib.Path(workdir, 'results.md').write_text(markdown)
   return markdown
+
+
+def extra_held_out(config: Config, split_info: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+  """The second held-out set of `--extra_test_dir` (`dir`, `files`, `ids`, `episode_len`);
+  refused if it shares a scenario with the train part."""
+  if not config.extra_test_dir:
+    return None
+  directory = pathlib.Path(config.extra_test_dir).resolve()
+  if not (directory / md.SUMMARY_FILE).is_file():
+    raise FileNotFoundError(f'--extra_test_dir {directory}: no {md.SUMMARY_FILE} (not a '
+                            'ScenarioNet directory)')
+  names = _scenario_names(directory)
+  shared = sorted(set(names.values()) & set(split_info['train']['ids']))
+  if shared:
+    raise ValueError(f'--extra_test_dir shares {len(shared)} scenario(s) with the train part '
+                     f'({", ".join(shared[:5])}): it would not be held out')
+  return {'dir': str(directory), 'files': list(names), 'ids': list(names.values()),
+          'episode_len': md.episode_steps(directory)}
 
 
 # -- The pipeline ---------------------------------------------------------------------------------
@@ -430,6 +475,9 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
                    demos_dir=workdir)
   pooled = pool.pool(dirs, workdir)
   print(pooled['markdown'])
+  if config.extra_test_dir:
+    pooled['extra'] = pool.pool(dirs, workdir, held_out='extra')
+    print(pooled['extra']['markdown'])
   return dict(out, pooled=pooled)
 
 
@@ -452,14 +500,18 @@ def run_seed(config: Config, workdir: str, demos_dir: Optional[str] = None) -> D
         f'{len(split_info["test"]["files"])} test scenarios (test: '
         f'{", ".join(split_info["test"]["ids"])})')
 
-  needed = sorted({m.guide for m in methods if m.guide != 'none'})
-  dataset = extract_demos(train_dir, demos_dir or workdir) if needed else ''
-  guides = train_all(needed, [m for m in methods if m.backbone is not None], p, dataset,
-                     train_dir, workdir, config)
+  extra = extra_held_out(config, split_info)
+  held_out = {'test': test_dir, **({'extra': extra['dir']} if extra else {})}
 
-  results = evaluate_methods(methods, guides, test_dir, workdir, config, p.dt_target_returns)
-  rows = table_rows(results)
-  plot = plot_trajectories(results, split_info, config, workdir)
-  markdown = write_report(rows, split_info, config, plot, workdir, time.perf_counter() - start)
+  needed = any(m.guide != 'none' for m in methods)
+  dataset = extract_demos(train_dir, demos_dir or workdir, config.workers) if needed else ''
+  results = run_all(methods, p, dataset, train_dir, held_out, workdir, config)
+
+  rows = table_rows(results['test'])
+  if extra:
+    extra['rows'] = table_rows(results['extra'])
+  plot = plot_trajectories(results['test'], split_info, config, workdir)
+  markdown = write_report(rows, split_info, config, plot, workdir, time.perf_counter() - start,
+                          extra)
   print(markdown)
-  return {'rows': rows, 'split': split_info, 'markdown': markdown, 'plot': plot}
+  return {'rows': rows, 'split': split_info, 'markdown': markdown, 'plot': plot, 'extra': extra}
