@@ -6,6 +6,7 @@ and the driving pipeline's guide and online run as Ray tasks."""
 import csv
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -14,16 +15,19 @@ from gold_jax.studies import table1
 from gold_jax import results, sweep
 
 
-def test_local_pool_starts_a_run_after_the_runs_it_waits_for():
+def test_local_pool_starts_a_run_after_the_runs_it_waits_for(tmp_path):
+  # `slow` waits (up to 5 min) for a folder that only `free` makes, so it can only return 0
+  # if `free` ran beside it, on the second worker; `after` must start once `slow` is done.
+  # Handshakes, not clocks: the test holds on a loaded machine.
+  marker, done = str(tmp_path / 'free_ran'), str(tmp_path / 'slow_done')
+  wait = f'for i in $(seq 3000); do [ -d {marker} ] && mkdir {done} && exit 0; sleep 0.1; done; exit 1'
   with sweep.LocalExecutor(workers=2) as executor:
-    executor.gather([executor.submit(time.time)])  # Both workers up: timing below is fair.
-    start = time.time()
-    slow = executor.submit(time.sleep, (1.0,), name='slow')
-    after = executor.submit(time.time, after=[slow])
-    free = executor.submit(time.time)
-    _, t_after, t_free = executor.gather([slow, after, free])
-  assert t_after >= start + 1.0  # Waited for `slow`.
-  assert t_free < start + 1.0  # Ran beside it, on the second worker.
+    slow = executor.submit(subprocess.call, (['sh', '-c', wait],), name='slow')
+    after = executor.submit(os.path.isdir, (done,), after=[slow])
+    free = executor.submit(os.mkdir, (marker,))
+    slow_rc, after_saw_slow_done, _ = executor.gather([slow, after, free])
+  assert slow_rc == 0  # `free` ran while `slow` was still waiting.
+  assert after_saw_slow_done  # `after` started only once `slow` had finished.
   inline = sweep.LocalExecutor(workers=1)
   assert inline.gather([inline.submit(os.getpid)]) == [os.getpid()]  # One worker: here.
 

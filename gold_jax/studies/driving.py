@@ -498,7 +498,7 @@ def run_seed(config: Config, workdir: str, demos_dir: Optional[str] = None) -> D
   train_dir, test_dir = split_info['train']['dir'], split_info['test']['dir']
   print(f'split: {len(split_info["train"]["files"])} train, '
         f'{len(split_info["test"]["files"])} test scenarios (test: '
-        f'{", ".join(split_info["test"]["ids"])})')
+        f'{_held_out_note(split_info["test"]["ids"])})')
 
   extra = extra_held_out(config, split_info)
   held_out = {'test': test_dir, **({'extra': extra['dir']} if extra else {})}
