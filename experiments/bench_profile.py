@@ -179,9 +179,10 @@ def report(result: Dict[str, Any], top: int, log: Callable[[str], None] = print)
       f'over {result["ops_per_call"]} ops ({result["concurrency"]:.2f} ops at once on average)')
   log(f'matrix products: {result["matmul_share"]:.1%} of op time')
   if result['gflops']:
+    matmul_rate = result['matmul_gflops_per_op_second']
     log(f'{result["flops"] / 1e9:.3f} GFLOP per call: {result["gflops"]:.1f} GFLOP/s of wall '
-        f'time, {result["matmul_gflops_per_op_second"]:.1f} GFLOP per second of '
-        'matrix-product op time')
+        'time, ' + (f'{matmul_rate:.1f} GFLOP per second of matrix-product op time'
+                    if matmul_rate is not None else 'no op recognised as a matrix product'))
   log('op time by source:')
   for group, seconds in list(result['groups'].items())[:top]:
     log(f'  {seconds * 1e3:9.3f} ms  {seconds / result["op_s"]:6.1%}  {group}')

@@ -74,3 +74,14 @@ def test_launcher_smoke(tmp_path):
   assert run.returncode == 0, run.stderr[-3000:]
   assert 'dt_act on cpu' in run.stdout and 'per call' in run.stdout
   assert json.load(open(out))['flops'] > 0
+
+
+def test_report_without_recognised_matrix_products():
+  # On a GPU, XLA may hide every product of a call inside fusions the profile cannot attribute.
+  result = {'ops_per_call': 3, 'wall_s': 2e-3, 'op_s': 1e-3, 'concurrency': 0.5,
+            'matmul_share': 0.0, 'gflops': 10.0, 'flops': 2e7,
+            'matmul_gflops_per_op_second': None, 'groups': {'eval_jaxpr': 1e-3},
+            'slowest': [{'op': 'fusion', 'seconds': 1e-3, 'matmul': False, 'source': 'x'}]}
+  lines = []
+  bench_profile.report(result, top=3, log=lines.append)
+  assert 'no op recognised as a matrix product' in lines[2]
