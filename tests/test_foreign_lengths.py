@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from gold_jax import jsrl
+from gold_jax import presets
 from gold_jax.driving import demos
 from gold_jax.driving import tracking
 from gold_jax.envs import metadrive as md
@@ -139,6 +140,31 @@ def test_scenario_lengths_and_the_episode_length_of_a_corpus(corpora, tmp_path):
   womd = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'womd'
   if (womd / md.SUMMARY_FILE).is_file():
     assert md.episode_steps(womd) == 90  # WOMD: 91 frames, 90 steps, as before.
+
+
+def test_the_study_episode_length_covers_a_longer_second_held_out_set(corpora, tmp_path):
+  # A study trained on 40-frame scenarios and also scored on 150-frame ones: its envs, the
+  # DT's timestep table and the curriculum's T take the longer set's length.
+  from gold_jax.studies import driving  # pylint: disable=import-outside-toplevel
+  train = tmp_path / 'split' / 'train'
+  shutil.copytree(corpora['short'], train)
+  assert driving.episode_len(train) == SHORT - 1
+  assert driving.episode_len(train, str(corpora['long'])) == LONG - 1
+  config = driving.Config(extra_test_dir=str(corpora['long']))
+  p = presets.driving('smoke')
+  assert driving.guide_config('dt', p, 'demos.npz', train, config).max_episode_steps == LONG - 1
+  online = driving.online_config(driving.METHODS['GOLD(DT-IQL)'], p, 'x', train, config)
+  assert online.max_episode_steps == LONG - 1
+  # Added on a resume, after runs were sized for the 40-frame scenarios: refused.
+  split_info = {'train': {'dir': str(train), 'ids': ['none-shared']}}
+  workdir = tmp_path / 'study'
+  assert driving.extra_held_out(config, split_info, workdir)['episode_len'] == LONG - 1
+  (workdir / 'guides' / 'dt').mkdir(parents=True)
+  (workdir / 'guides' / 'dt' / 'config.json').write_text('{}')
+  with pytest.raises(ValueError, match=r'149 steps, longer than the 39 steps .*guides/dt'):
+    driving.extra_held_out(config, split_info, workdir)
+  short = driving.Config(extra_test_dir=str(corpora['short']))
+  assert driving.extra_held_out(short, split_info, workdir)['episode_len'] == SHORT - 1
 
 
 def _drive(env, index, policy=None):

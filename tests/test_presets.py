@@ -54,7 +54,7 @@ def test_unknown_scales_are_refused():
 def test_medium_driving_preset_runs_cvpo_at_the_fsrl_rate_and_keeps_the_student(monkeypatch):
   from gold_jax.stages import distill  # pylint: disable=import-outside-toplevel
   from gold_jax.studies import driving  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(driving, 'episode_len', lambda train_dir: 90)
+  monkeypatch.setattr(driving, 'episode_len', lambda train_dir, extra_test_dir='': 90)
   medium = presets.driving('medium')
   assert medium.dt_context_len == 20 and medium.student_hidden_dims == (256, 256)
   assert medium.guide_steps[-1] == 0 and list(medium.guide_steps) == sorted(medium.guide_steps)[::-1]

@@ -195,11 +195,13 @@ def extract_demos(train_dir, workdir, workers: int = 1) -> str:
   return str(dataset)
 
 
-def episode_len(train_dir) -> int:
-  """Steps per episode of the study's envs: the longest scenario of the train and test parts
-  (`md.episode_steps`; 90 for WOMD's 91 frames, more for nuScenes or Argoverse data), so that no
-  scenario is cut at WOMD's length and the DT's timestep table and the curriculum's T cover all."""
-  dirs = [pathlib.Path(train_dir), pathlib.Path(train_dir).parent / 'test']
+def episode_len(train_dir, extra_test_dir: str = '') -> int:
+  """Steps per episode of the study's envs: the longest scenario of the train and test parts and
+  of the `--extra_test_dir` set (`md.episode_steps`; 90 for WOMD's 91 frames, more for nuScenes
+  or Argoverse data), so that no scenario is cut at WOMD's length and the DT's timestep table
+  and the curriculum's T cover every scenario a policy drives."""
+  dirs = [pathlib.Path(train_dir), pathlib.Path(train_dir).parent / 'test',
+          *([pathlib.Path(extra_test_dir)] if extra_test_dir else [])]
   return max(md.episode_steps(d) for d in dirs if (d / md.SUMMARY_FILE).is_file())
 
 
@@ -208,7 +210,8 @@ def guide_config(algo: str, p: presets.DrivingPreset, dataset: str, train_dir, c
   """The `train_guide.Config` of the DT or BC guide at the scale's budget."""
   common = dict(algo=algo, dataset=dataset, task=TASK, eval_episodes=0, seed=config.seed,
                 progress=config.progress, tensorboard=False,
-                max_episode_steps=episode_len(train_dir), env_options={'data_dir': str(train_dir)})
+                max_episode_steps=episode_len(train_dir, config.extra_test_dir),
+                env_options={'data_dir': str(train_dir)})
   if algo == 'bc':
     steps = p.bc_steps
     return train_guide.Config(
@@ -256,7 +259,8 @@ def online_config(method: Method, p: presets.DrivingPreset, guide_ckpt: str, tra
       replay_capacity=p.replay_capacity, eval_every=p.eval_every,
       eval_episodes=p.eval_episodes,
       multiplier=lagrange.Config(rule='fixed', value=p.cost_coef),
-      hidden_dims=tuple(p.student_hidden_dims), max_episode_steps=episode_len(train_dir),
+      hidden_dims=tuple(p.student_hidden_dims),
+      max_episode_steps=episode_len(train_dir, config.extra_test_dir),
       seed=config.seed, progress=config.progress, env_options={'data_dir': str(train_dir)},
       # Curve points and the run's own final numbers come from the held-out scenarios.
       eval_env_options={'data_dir': str(pathlib.Path(train_dir).parent / 'test')})
@@ -439,9 +443,11 @@ def write_report(rows, split_info, config: Config, plot: Optional[str], workdir,
   return markdown
 
 
-def extra_held_out(config: Config, split_info: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def extra_held_out(config: Config, split_info: Dict[str, Any], workdir
+                   ) -> Optional[Dict[str, Any]]:
   """The second held-out set of `--extra_test_dir` (`dir`, `files`, `ids`, `episode_len`);
-  refused if it shares a scenario with the train part."""
+  refused if it shares a scenario with the train part, or if it is longer than the scenarios
+  that the runs already started in `workdir` were sized for (an extra set added on a resume)."""
   if not config.extra_test_dir:
     return None
   directory = pathlib.Path(config.extra_test_dir).resolve()
@@ -453,8 +459,16 @@ def extra_held_out(config: Config, split_info: Dict[str, Any]) -> Optional[Dict[
   if shared:
     raise ValueError(f'--extra_test_dir shares {len(shared)} scenario(s) with the train part '
                      f'({", ".join(shared[:5])}): it would not be held out')
+  length, trained_for = md.episode_steps(directory), episode_len(split_info['train']['dir'])
+  started = [str(d.parent.relative_to(workdir)) for part in ('guides', 'online')
+             for d in sorted(pathlib.Path(workdir, part).glob('*/config.json'))]
+  if length > trained_for and started:
+    raise ValueError(f'--extra_test_dir {directory} has scenarios of {length} steps, longer than '
+                     f'the {trained_for} steps the runs already started in {workdir} '
+                     f'({", ".join(started)}) were configured for: their timestep tables and '
+                     'curricula would not cover it; pass it from the first run of a study')
   return {'dir': str(directory), 'files': list(names), 'ids': list(names.values()),
-          'episode_len': md.episode_steps(directory)}
+          'episode_len': length}
 
 
 # -- The pipeline ---------------------------------------------------------------------------------
@@ -500,7 +514,7 @@ def run_seed(config: Config, workdir: str, demos_dir: Optional[str] = None) -> D
         f'{len(split_info["test"]["files"])} test scenarios (test: '
         f'{_held_out_note(split_info["test"]["ids"])})')
 
-  extra = extra_held_out(config, split_info)
+  extra = extra_held_out(config, split_info, workdir)
   held_out = {'test': test_dir, **({'extra': extra['dir']} if extra else {})}
 
   needed = any(m.guide != 'none' for m in methods)
