@@ -117,6 +117,25 @@ def test_rerun_skips_finished_stages(smoke_run):
   assert seconds < max(0.25 * first_seconds, 5.0), (seconds, first_seconds)
 
 
+def test_evaluate_launcher_drives_every_scenario_of_a_directory_once(smoke_run, tmp_path):
+  # How a guide does on its own train scenarios: `evaluate --scenarios=<split/train>`.
+  from launcher_checks import run_launcher  # pylint: disable=import-outside-toplevel
+  _, workdir, _, _ = smoke_run
+  train = workdir / 'split' / 'train'
+  out = tmp_path / 'dt_on_train'
+  done = run_launcher('experiments.evaluate', f'--ckpt={workdir / "guides" / "dt"}',
+                      f'--scenarios={train}', f'--out_dir={out}')
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads((out / 'evaluation.json').read_text())
+  ids = [s['scenario_id'] for s in result['per_scenario']]
+  assert ids == json.loads((workdir / 'split' / 'split.json').read_text())['train']['ids']
+  assert result['episodes'] == 3 and 0.0 <= result['success_rate'] <= 1.0
+  assert f'on 3 scenarios of {train}' in done.stdout
+  bad = run_launcher('experiments.evaluate', f'--ckpt={workdir / "guides" / "dt"}',
+                     f'--scenarios={tmp_path}', f'--out_dir={out}')
+  assert bad.returncode != 0 and 'dataset_summary.pkl' in bad.stderr
+
+
 def test_named_test_scenarios(data_dir, tmp_path):
   names = driving._scenario_names(data_dir)
   file_name, scenario_id = list(names.items())[1]

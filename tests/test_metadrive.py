@@ -129,6 +129,21 @@ def test_waymo_env_reads_data_dir_from_environment(procedural_dir, monkeypatch):
     assert env.unwrapped.current_seed == 1
 
 
+def test_replay_over_many_scenarios_does_not_cache_them(procedural_dir, monkeypatch):
+  def cached(**options):
+    with opened('waymo', data_dir=procedural_dir, **options) as env:
+      env.reset(options={'scenario_index': 0})
+      env.reset(options={'scenario_index': 1})
+      config, engine = env.unwrapped.config, env.unwrapped.engine
+      stored = sum(m is not None for m in engine.map_manager._stored_maps.values())  # pylint: disable=protected-access
+      return config['store_data'], config['store_map'], stored
+
+  assert cached() == (True, True, 2)  # 2 scenarios: MetaDrive's own caching.
+  monkeypatch.setattr(md, 'CACHE_SCENARIOS', 1)
+  assert cached() == (False, False, 0)  # More than CACHE_SCENARIOS: one scenario at a time.
+  assert cached(store_map=True) == (False, True, 2)  # The options choose.
+
+
 def test_writer_output_is_scenarionet(procedural_dir):
   paths = md.scenario_files(procedural_dir)
   assert len(paths) == 2 and all(p.name.startswith('sd_') for p in paths)

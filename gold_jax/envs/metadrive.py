@@ -41,6 +41,12 @@ EXPECTED = (f'a ScenarioNet directory: {SUMMARY_FILE} (a dict of scenario file n
 # trade memory for speed.
 DEFAULTS = {'safe': dict(horizon=1000),
             'waymo': dict(horizon=None, allowed_more_steps=10, force_destroy=True)}
+# MetaDrive keeps every replayed scenario's data and map in memory for the life of the process
+# (`store_data`, `store_map`): about 8 MiB per procedural-map scenario, so a process that visits
+# the 318 scenarios of a train corpus holds 2.5 GiB, and one over 10k scenarios could not run.
+# Over more than CACHE_SCENARIOS scenarios, replay reads each scenario from disk at its reset
+# instead, which bounds memory by one scenario (pass store_data/store_map to choose).
+CACHE_SCENARIOS = 100
 
 _logger = logging.getLogger(__name__)
 
@@ -209,7 +215,9 @@ def make_metadrive(kind: str, seed: int = 0, **options) -> gymnasium.Env:
   Options (all optional): `num_scenarios`, `start_scenario_index` (the scenario/map range, for
   train/test splits), `horizon` (steps; default 1000 for "safe"; "waymo" episodes end 10 steps
   after the log unless `horizon` or `allowed_more_steps` says otherwise), `data_dir` ("waymo"
-  only; else `$GOLD_WOMD_DIR`); any other key goes to the MetaDrive config unchanged.
+  only; else `$GOLD_WOMD_DIR`); any other key goes to the MetaDrive config unchanged. Replay
+  over more than `CACHE_SCENARIOS` scenarios does not cache them (`store_data`, `store_map`
+  False) unless the options say so.
   The returned env's `max_episode_steps` is the longest episode: `horizon`, else for "waymo"
   the longest selected scenario (`episode_steps`; scenarios need not have WOMD's 91 frames).
   """
@@ -224,6 +232,8 @@ def make_metadrive(kind: str, seed: int = 0, **options) -> gymnasium.Env:
     data_dir = resolve_data_dir(options.pop('data_dir', None))
     num = len(check_scenario_dir(data_dir, start, num))
     config.update(data_directory=str(data_dir), start_scenario_index=start, num_scenarios=num)
+    if num > CACHE_SCENARIOS:
+      config.update(store_data=False, store_map=False)
   else:
     num = 100 if num is None else int(num)
     config.update(start_seed=start, num_scenarios=num)

@@ -10,7 +10,9 @@ success as mean ± std over `--episodes` episodes and writes them to `<out_dir>/
 (bullet-safety-gym, safety-gymnasium; with the Circle task's circle and boundaries), else reward
 and cost per step. `--video` saves `episode.gif` when the simulator can render off-screen, and
 says why not otherwise. `--export=student.npz` also writes the numpy deployment artifact of an
-MLP policy (`gold_jax.export`) and prints its decision latency.
+MLP policy (`gold_jax.export`) and prints its decision latency. `--scenarios=DIR` (a driving
+policy) drives each scenario of a ScenarioNet directory once instead, each to its own length,
+and adds the per-scenario outcomes.
 """
 
 import dataclasses
@@ -46,6 +48,8 @@ class Config:
   out_dir: str = ''  # Where outputs go; '' = <run directory>/evaluation.
   max_episode_steps: Optional[int] = None  # Episode length override (tests); None: the task's.
   seed: int = 0  # Seed of the first episode (episode i uses seed + i).
+  scenarios: str = ''  # MetaDrive-Waymo: a ScenarioNet directory whose every scenario is driven
+                       # once (instead of --episodes), with success, crash, out-of-road rates.
 
 
 # -- Trajectories, plots, video ------------------------------------------------------------------
@@ -219,6 +223,43 @@ def summarize(episodes: Dict[str, np.ndarray], has_success: bool) -> Dict[str, f
   return {k: float(v) for k, v in out.items()}
 
 
+def _check_sizes(config: Config, info: Dict[str, Any], task: str, env) -> None:
+  if (env.obs_dim, env.act_dim) != (info['obs_dim'], info['act_dim']):
+    raise ValueError(f'{config.ckpt} was trained on {info["task"] or "an unknown task"!r} with '
+                     f'obs_dim={info["obs_dim"]}, act_dim={info["act_dim"]}; task {task!r} '
+                     f'has obs_dim={env.obs_dim}, act_dim={env.act_dim}')
+
+
+def run_scenarios(config: Config, policy, info: Dict[str, Any], task: str, out_dir: str
+                  ) -> Dict[str, Any]:
+  """Drives each scenario of `config.scenarios` once (`gold_jax.driving.evaluate`); writes and
+  returns the aggregate metrics and the per-scenario outcomes."""
+  from gold_jax.driving import evaluate as driving_eval  # pylint: disable=import-outside-toplevel
+  from gold_jax.envs import metadrive as md  # pylint: disable=import-outside-toplevel
+  if task != driving_eval.TASK:
+    raise ValueError(f'--scenarios replays ScenarioNet scenarios ({driving_eval.TASK}); '
+                     f'{config.ckpt} is a {task!r} policy')
+  env = driving_eval.make_scenario_env(config.scenarios, seed=config.seed,
+                                       max_episode_steps=md.episode_steps(config.scenarios))
+  try:
+    _check_sizes(config, info, task, env)
+    start = time.perf_counter()
+    metrics, played = driving_eval.evaluate_scenarios(policy, env, record_path=False)
+    seconds = time.perf_counter() - start
+  finally:
+    env.close()
+  result = {'ckpt': os.path.abspath(config.ckpt), 'task': task, 'algo': info['algo'],
+            'scenarios': os.path.abspath(config.scenarios), 'seconds': seconds,
+            **{k: float(v) for k, v in metrics.items()},
+            'per_scenario': driving_eval.episode_rows(played)}
+  print(f'{info["algo"]} on {int(metrics["episodes"])} scenarios of {config.scenarios}: reward '
+        f'{metrics["reward/mean"]:.2f} ± {metrics["reward/std"]:.2f}, cost '
+        f'{metrics["cost/mean"]:.2f}, success {metrics["success_rate"]:.3f}, crash '
+        f'{metrics["crash_rate"]:.3f}, out of road {metrics["out_of_road_rate"]:.3f}')
+  save_json(os.path.join(out_dir, 'evaluation.json'), result)
+  return result
+
+
 def run(config: Config, workdir: str = '') -> Dict[str, Any]:
   """Evaluates `config.ckpt`; writes evaluation.json (and plot/video/export) to the out dir."""
   if not config.ckpt:
@@ -232,13 +273,12 @@ def run(config: Config, workdir: str = '') -> Dict[str, Any]:
   directory = checkpoint_dir(config.ckpt)
   run_dir = os.path.dirname(directory) if directory.endswith('checkpoints') else directory
   out_dir = workdir or config.out_dir or os.path.join(run_dir, 'evaluation')
+  if config.scenarios:
+    return run_scenarios(config, policy, info, task, out_dir)
   options = env_options(config.max_episode_steps)
   env = envs.make_vec(task, min(config.num_envs, config.episodes), seed=config.seed, **options)
   try:
-    if (env.obs_dim, env.act_dim) != (info['obs_dim'], info['act_dim']):
-      raise ValueError(f'{config.ckpt} was trained on {info["task"] or "an unknown task"!r} with '
-                       f'obs_dim={info["obs_dim"]}, act_dim={info["act_dim"]}; task {task!r} '
-                       f'has obs_dim={env.obs_dim}, act_dim={env.act_dim}')
+    _check_sizes(config, info, task, env)
     start = time.perf_counter()
     episodes = run_episodes(policy, env, config.episodes, seed=config.seed)
     seconds = time.perf_counter() - start
