@@ -7,13 +7,14 @@ Plays `--episodes` episodes in one process, cycling through the scenarios of `--
 policy (any checkpoint `gold_jax.policies.load_policy` loads). Prints the RSS before the first
 episode, after the first and the last, its maximum, and the growth per 100 episodes (slope
 over the second half of the run); `--json_out` also writes them with the per-episode samples.
-`--store_cache=false` runs MetaDrive without its per-scenario caches (`store_map`,
-`store_data`), which bound memory by one scenario instead of by the number of scenarios;
+`--store_cache=true|false` runs MetaDrive with or without its per-scenario caches (`store_map`,
+`store_data`; without them memory is bounded by one scenario instead of by the number of
+scenarios); unset, `gold_jax.envs.metadrive` chooses (caches on up to `CACHE_SCENARIOS`);
 `--force_destroy=false` lets MetaDrive recycle objects between episodes (its own default),
 which leaks the physics body of every recycled traffic light (see `gold_jax.envs.metadrive`).
 """
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from absl import app
 from absl import flags
@@ -32,8 +33,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       **kw)
   flags.DEFINE_integer('episodes', 200, 'Episodes to play.', **kw)
   flags.DEFINE_string('ckpt', '', 'Policy checkpoint; empty: uniform random actions.', **kw)
-  flags.DEFINE_bool('store_cache', True, 'Keep MetaDrive\'s per-scenario map and data caches '
-                    '(its default).', **kw)
+  flags.DEFINE_bool('store_cache', None, 'Keep MetaDrive\'s per-scenario map and data caches; '
+                    'unset: on up to gold_jax.envs.metadrive.CACHE_SCENARIOS scenarios.', **kw)
   flags.DEFINE_bool('force_destroy', True, 'Destroy MetaDrive objects at the end of each '
                     'episode instead of recycling them.', **kw)
   flags.DEFINE_integer('print_every', 20, 'Print the RSS every this many episodes.', **kw)
@@ -41,14 +42,14 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string('json_out', '', 'Also write the figures here.', **kw)
 
 
-def run(data_dir, episodes: int = 200, ckpt: str = '', store_cache: bool = True,
+def run(data_dir, episodes: int = 200, ckpt: str = '', store_cache: Optional[bool] = None,
         force_destroy: bool = True, seed: int = 0, print_every: int = 20, json_out: str = '',
         log: Callable[[str], None] = print) -> Dict[str, Any]:
   """Measures, prints and returns the figures of `memory.MemoryReport` plus the setup."""
   data_dir = md.resolve_data_dir(data_dir)
   options = dict(force_destroy=force_destroy)
-  if not store_cache:
-    options.update(store_map=False, store_data=False)
+  if store_cache is not None:
+    options.update(store_map=store_cache, store_data=store_cache)
   env = driving_eval.make_scenario_env(data_dir, seed=seed, **options)
   try:
     if ckpt:

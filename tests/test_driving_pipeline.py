@@ -218,6 +218,17 @@ def test_memory_figures():
   assert rss == pytest.approx(psutil.Process().memory_info().rss / 2**20, rel=0.2)
 
 
+def test_memory_benchmark_runs_with_and_without_caches(data_dir, tmp_path):
+  from experiments import bench_driving_memory  # pylint: disable=import-outside-toplevel
+  for store_cache in (False, None):
+    out = tmp_path / f'memory_{store_cache}.json'
+    result = bench_driving_memory.run(data_dir, episodes=5, store_cache=store_cache,
+                                      print_every=0, json_out=str(out), log=lambda line: None)
+    assert result['setup']['scenarios'] == 4 and len(result['samples']) == 5
+    assert 0 < result['rss_start'] <= result['rss_max']
+    assert json.loads(out.read_text())['setup']['store_cache'] == store_cache
+
+
 def test_real_waymo_split_is_two_to_one():
   data_dir = real_data_dir()
   if data_dir is None:
