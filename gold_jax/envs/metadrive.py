@@ -43,7 +43,7 @@ DEFAULTS = {'safe': dict(horizon=1000),
             'waymo': dict(horizon=None, allowed_more_steps=10, force_destroy=True)}
 # MetaDrive keeps every replayed scenario's data and map in memory for the life of the process
 # (`store_data`, `store_map`): about 8 MiB per procedural-map scenario, so a process that visits
-# the 318 scenarios of a train corpus holds 2.5 GiB, and one over 10k scenarios could not run.
+# the 318 scenarios of a train corpus grows to about 3 GiB, one over 10k scenarios to 80 GiB.
 # Over more than CACHE_SCENARIOS scenarios, replay reads each scenario from disk at its reset
 # instead, which bounds memory by one scenario (pass store_data/store_map to choose).
 CACHE_SCENARIOS = 100
