@@ -160,9 +160,12 @@ def test_the_study_episode_length_covers_a_longer_second_held_out_set(corpora, t
   workdir = tmp_path / 'study'
   assert driving.extra_held_out(config, split_info, workdir)['episode_len'] == LONG - 1
   (workdir / 'guides' / 'dt').mkdir(parents=True)
-  (workdir / 'guides' / 'dt' / 'config.json').write_text('{}')
-  with pytest.raises(ValueError, match=r'149 steps, longer than the 39 steps .*guides/dt'):
+  (workdir / 'guides' / 'dt' / 'config.json').write_text('{"max_episode_steps": 39}')
+  with pytest.raises(ValueError, match=r'149 steps, longer than .*guides/dt: 39'):
     driving.extra_held_out(config, split_info, workdir)
+  # Started with the long set from its first run: the resume goes on.
+  (workdir / 'guides' / 'dt' / 'config.json').write_text(f'{{"max_episode_steps": {LONG - 1}}}')
+  assert driving.extra_held_out(config, split_info, workdir)['episode_len'] == LONG - 1
   short = driving.Config(extra_test_dir=str(corpora['short']))
   assert driving.extra_held_out(short, split_info, workdir)['episode_len'] == SHORT - 1
 

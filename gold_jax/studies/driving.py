@@ -459,14 +459,18 @@ def extra_held_out(config: Config, split_info: Dict[str, Any], workdir
   if shared:
     raise ValueError(f'--extra_test_dir shares {len(shared)} scenario(s) with the train part '
                      f'({", ".join(shared[:5])}): it would not be held out')
-  length, trained_for = md.episode_steps(directory), episode_len(split_info['train']['dir'])
-  started = [str(d.parent.relative_to(workdir)) for part in ('guides', 'online')
-             for d in sorted(pathlib.Path(workdir, part).glob('*/config.json'))]
-  if length > trained_for and started:
+  length = md.episode_steps(directory)
+  too_short = {str(path.parent.relative_to(workdir)): steps
+               for part in ('guides', 'online')
+               for path in sorted(pathlib.Path(workdir, part).glob('*/config.json'))
+               if (steps := (load_json(str(path)) or {}).get('max_episode_steps')) is not None
+               and steps < length}
+  if too_short:
     raise ValueError(f'--extra_test_dir {directory} has scenarios of {length} steps, longer than '
-                     f'the {trained_for} steps the runs already started in {workdir} '
-                     f'({", ".join(started)}) were configured for: their timestep tables and '
-                     'curricula would not cover it; pass it from the first run of a study')
+                     f'the runs already started in {workdir} were configured for '
+                     f'({", ".join(f"{k}: {v}" for k, v in too_short.items())}): their timestep '
+                     'tables and curricula would not cover it; pass it from the first run of a '
+                     'study')
   return {'dir': str(directory), 'files': list(names), 'ids': list(names.values()),
           'episode_len': length}
 
