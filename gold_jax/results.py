@@ -191,3 +191,99 @@ def experts_markdown(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, flo
     return ''
   return ('Experts that recorded the demonstrations, on the same evaluation episodes:\n\n'
           + '\n'.join(lines) + '\n')
+
+
+def curve_ends(reward_runs: Mapping[str, Sequence[Tuple[np.ndarray, np.ndarray]]],
+               cost_runs: Mapping[str, Sequence[Tuple[np.ndarray, np.ndarray]]],
+               fraction: float = 0.25) -> str:
+  """Has each learning curve flattened? A Markdown table of the mean evaluation reward and cost
+  over the last `fraction` of each run's env steps against the `fraction` before it (mean ± std
+  over seeds of each seed's window mean), with the change in reward.
+
+  `*_runs[method]` holds one `(steps, values)` curve per seed. A window is the curve points with
+  `end - fraction·end < step ≤ end` (the one before: shifted by `fraction·end`), `end` being the
+  seed's last logged step; a window without points gives NaN.
+  """
+  if not 0.0 < fraction <= 0.5:
+    raise ValueError(f'fraction must be in (0, 0.5], got {fraction}')
+
+  def window_means(curve, which):
+    steps, values = (np.asarray(a, np.float64) for a in curve)
+    if steps.size == 0:
+      return math.nan
+    end = steps.max()
+    hi = end - which * fraction * end
+    inside = (steps > hi - fraction * end) & (steps <= hi)
+    return float(values[inside].mean()) if inside.any() else math.nan
+
+  def cell(curves, which):
+    m, s = mean_std([window_means(c, which) for c in curves])
+    return f'{m:.1f} ± {s:.1f}'
+
+  lines = ['| method | seeds | last steps | reward, last window | reward, window before | '
+           'change | cost, last window | cost, window before |', '|---|---|---|---|---|---|---|---|']
+  for method, curves in reward_runs.items():
+    if not curves:
+      continue
+    last = mean_std([window_means(c, 0) for c in curves])[0]
+    before = mean_std([window_means(c, 1) for c in curves])[0]
+    ends = sorted({int(np.max(c[0])) for c in curves if len(c[0])})
+    costs = cost_runs.get(method, ())
+    lines.append(f'| {method} | {len(curves)} | {", ".join(map(str, ends))} '
+                 f'| {cell(curves, 0)} | {cell(curves, 1)} | {last - before:+.1f} '
+                 f'| {cell(costs, 0) if costs else "—"} | {cell(costs, 1) if costs else "—"} |')
+  if len(lines) == 2:
+    return ''
+  pct = f'{fraction:.0%}'
+  return (f'Curve ends: evaluation reward and cost over the last {pct} of env steps against the '
+          f'{pct} before (curve points; mean ± std over seeds):\n\n' + '\n'.join(lines) + '\n')
+
+
+def verdicts(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float],
+             method: str = 'GOLD(DT-IQL)', scratch: Sequence[str] = ('IQL', 'CVPO'),
+             guide: str = 'DT') -> str:
+  """Does `method` (a) keep mean cost ≤ κ, (b) beat every `scratch` method in mean reward,
+  (c) beat its `guide` in mean reward or mean cost? One Markdown row per task of `kappas`, on
+  means over the seeds where `method` finished (the other methods' rows of other seeds are left
+  out, so each comparison is paired); a question whose cells have no such seed is answered '—'
+  and not counted. `rows` are `runs.csv` rows."""
+  mine_seeds = {(r['task'], r['seed']) for r in rows if r['method'] == method}
+  table = table_from_rows([r for r in rows if (r['task'], r['seed']) in mine_seeds],
+                          list(kappas), (method, guide) + tuple(scratch))
+  lines = [f'| task | κ | (a) cost ≤ κ | (b) reward > {", ".join(scratch)} | '
+           f'(c) reward or cost better than {guide} | seeds |', '|---|---|---|---|---|---|']
+  held = {'a': 0, 'b': 0, 'ab': 0, 'answered': 0}
+  for task, cells in table.items():
+    mine = cells.get(method, Cell())
+    if not mine.seeds:
+      continue
+    reward, cost = mean_std(mine.reward)[0], mean_std(mine.cost)[0]
+    a = cost <= kappas[task]
+    others = {m: mean_std(cells[m].reward)[0] for m in scratch if cells.get(m, Cell()).seeds}
+    b = all(reward > r for r in others.values()) if len(others) == len(scratch) else None
+    ref = cells.get(guide, Cell())
+    if ref.seeds:
+      g_reward, g_cost = mean_std(ref.reward)[0], mean_std(ref.cost)[0]
+      c = reward > g_reward or cost < g_cost
+      c_text = (f'{"yes" if c else "no"}: {reward:.1f} vs {g_reward:.1f}, '
+                f'cost {cost:.2f} vs {g_cost:.2f}')
+    else:
+      c_text = '—'
+    b_text = '—' if b is None else ('yes' if b else 'no') + ': ' + f'{reward:.1f} vs ' + ', '.join(
+        f'{r:.1f}' for r in others.values())
+    seeds = sorted({cells[m].seeds for m in (method, guide, *scratch) if cells.get(m, Cell()).seeds})
+    lines.append(f'| {task} | {kappas[task]:g} | {"yes" if a else "no"}: {cost:.2f} | {b_text} '
+                 f'| {c_text} | {", ".join(map(str, seeds))} |')
+    held['a'] += a
+    if b is not None:
+      held['b'] += b
+      held['ab'] += a and b
+      held['answered'] += 1
+  tasks = len(lines) - 2
+  if not tasks:
+    return ''
+  return (f'Verdict for {method} (means over the seeds where it finished):\n\n'
+          + '\n'.join(lines) + '\n\n'
+          f'(a) holds on {held["a"]} of {tasks} task(s); (b), and (a) with (b), on {held["b"]} and '
+          f'{held["ab"]} of the {held["answered"]} task(s) where every from-scratch method has '
+          'finished those seeds.\n')

@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 
 from gold_jax import results
 
@@ -39,3 +40,38 @@ def test_success_rows_and_failed_runs(tmp_path):
   rows = list(csv.DictReader(open(path)))
   assert {r['metric'] for r in rows} == {'reward', 'cost', 'success'}
   np.testing.assert_allclose(float(rows[0]['mean']), 100.0)
+
+
+def _row(task, method, seed, reward, cost):
+  return {'task': task, 'method': method, 'seed': str(seed), 'reward': str(reward),
+          'cost': str(cost), 'success': ''}
+
+
+def test_verdicts_pair_seeds_and_count_only_answered_tasks():
+  rows = [_row('A', 'GOLD(DT-IQL)', 0, 100, 5), _row('A', 'IQL', 0, 50, 0),
+          _row('A', 'CVPO', 0, 80, 0), _row('A', 'DT', 0, 90, 20),
+          _row('A', 'DT', 1, 500, 0),  # Seed 1 has no GOLD run: left out of the comparison.
+          _row('B', 'GOLD(DT-IQL)', 0, 10, 30), _row('B', 'IQL', 0, 20, 0),
+          _row('C', 'GOLD(DT-IQL)', 0, 10, 0)]  # C: no from-scratch run finished.
+  text = results.verdicts(rows, {'A': 10, 'B': 10, 'C': 10, 'D': 10})
+  lines = {l.split(' | ')[0][2:]: l for l in text.splitlines() if l.startswith('| ') and
+           l[2] in 'ABCD'}
+  assert set(lines) == {'A', 'B', 'C'}  # D has no GOLD run: no row.
+  assert '| yes: 5.00 | yes: 100.0 vs 50.0, 80.0 | yes: 100.0 vs 90.0' in lines['A']
+  assert '| no: 30.00 | — |' in lines['B']  # CVPO missing on B: (b) unanswered.
+  assert '| yes: 0.00 | — | — |' in lines['C']
+  assert '(a) holds on 2 of 3 task(s); (b), and (a) with (b), on 1 and 1 of the 1 task(s)' in text
+
+
+def test_curve_ends_windows():
+  steps = np.arange(10_000, 200_001, 10_000)
+  rising, flat = (steps, steps / 1000.0), (steps, np.full(steps.shape, 2.0))
+  text = results.curve_ends({'up': [rising], 'flat': [flat, (steps, np.full(steps.shape, 4.0))]},
+                            {'up': [flat]})
+  up = next(l for l in text.splitlines() if l.startswith('| up '))
+  # Last quarter: 160k..200k (mean 180); the quarter before: 110k..150k (mean 130).
+  assert '| 180.0 ± 0.0 | 130.0 ± 0.0 | +50.0 | 2.0 ± 0.0 | 2.0 ± 0.0 |' in up
+  flat_line = next(l for l in text.splitlines() if l.startswith('| flat '))
+  assert '| 3.0 ± 1.0 | 3.0 ± 1.0 | +0.0 | — | — |' in flat_line
+  with pytest.raises(ValueError, match='fraction'):
+    results.curve_ends({}, {}, fraction=0.8)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 
 import pytest
 
@@ -30,6 +31,8 @@ def test_smoke_sweep_fills_every_cell(sweep):
   assert all(r['success'] == '' for r in rows)  # Car-Circle defines no success.
   md = open(os.path.join(workdir, 'table1.md')).read()
   assert all(m in md for m in results.METHODS) and '—' not in md.split('\n\n')[0]
+  assert 'Verdict for GOLD(DT-IQL)' in md and 'of the 1 task(s) where every from-scratch' in md
+  assert 'Curve ends' in md and '| GOLD(DT-IQL) | 1 |' in md
   assert os.path.getsize(os.path.join(workdir, 'curves_Car-Circle.png')) > 0
   assert os.path.exists(os.path.join(workdir, 'table1.csv'))
   # Every run of this invocation (expert, 2 guides, 5 online) is timed; one worker runs them
@@ -39,6 +42,19 @@ def test_smoke_sweep_fills_every_cell(sweep):
   speedup = float(timing.rsplit(' ', 1)[-1].rstrip('x\n'))
   assert 0.5 < speedup <= 1.01, timing
   assert table1.parallel_timing(config, workdir, since=2e9) == ''  # No run after that time.
+
+
+def test_report_of_a_method_subset_keeps_the_guide(sweep, tmp_path):
+  """A sweep of GOLD(DT-IQL) alone still reports its DT guide's runs (for the verdict)."""
+  config, workdir, _ = sweep
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  subset = dataclasses.replace(config, methods=('GOLD(DT-IQL)', 'IQL'), report_only=True)
+  md = table1.run(subset, copy)['table']
+  rows = results.read_runs_csv(os.path.join(copy, 'runs.csv'))
+  assert sorted(r['method'] for r in rows) == ['DT', 'GOLD(DT-IQL)', 'IQL', results.EXPERT]
+  assert '| CVPO |' not in md.split('\n\n')[0]  # The table's columns are the asked methods.
+  assert '(c) reward or cost better than DT' in md
 
 
 def test_committed_expert_policies_replace_training(sweep, tmp_path):

@@ -199,14 +199,19 @@ def _stage_of(method: str) -> str:
   return {'BC': 'bc', 'DT': 'dt'}.get(method, method.lower().replace('(', '_').replace(')', ''))
 
 
+def _guide_methods(config: Config) -> Tuple[str, ...]:
+  """The offline methods the sweep trains: those asked for, and the guides of the GOLD runs."""
+  stages = {m.lower() for m in config.methods if m in results.OFFLINE}
+  stages |= {DISTILL_METHODS[m][0] for m in config.methods if m in DISTILL_METHODS}
+  return tuple(m for m in results.OFFLINE if m.lower() in stages)
+
+
 def _plan(config: Config, workdir: str) -> List[Tuple[str, Tuple, Tuple[str, ...]]]:
   """The sweep's runs as (name, `_job` arguments, names of the runs it waits for), experts
   first: per task and seed, expert -> its guides -> the online runs they guide (IQL and CVPO
   from scratch wait for nothing). A run's name is its directory under `workdir`."""
   pairs = [(t, s) for t in config.tasks for s in _seeds(config)]
-  guides = sorted({g for m in config.methods
-                   for g in ([m.lower()] if m in results.OFFLINE else
-                             [DISTILL_METHODS[m][0]]) if g != 'none'})
+  guides = [_stage_of(m) for m in _guide_methods(config)]
   online = [m for m in config.methods if m in DISTILL_METHODS]
   plan = [(f'{t}/seed{s}/expert', ('expert', t, s, config.scale, workdir, '', False, 'fixed',
                                     os.path.abspath(config.expert_policies)
@@ -324,11 +329,12 @@ def _cell_path(workdir: str, task: str, seed: int, method: str) -> str:
 
 
 def collect_results(config: Config, workdir: str):
-  """The per-run rows of the finished runs (`results.RUN_COLUMNS`, the expert included), and
-  the failed runs with their last error line."""
+  """The per-run rows of the finished runs (`results.RUN_COLUMNS`; the expert and the guides
+  the GOLD runs used included), and the failed runs with their last error line."""
   rows, failed = [], {}
+  extra = tuple(m for m in _guide_methods(config) if m not in config.methods)
   for task in config.tasks:
-    for method in (results.EXPERT,) + tuple(config.methods):
+    for method in (results.EXPERT,) + tuple(config.methods) + extra:
       for seed in _seeds(config):
         path = _cell_path(workdir, task, seed, method)
         done = _done(path)
@@ -343,7 +349,7 @@ def collect_results(config: Config, workdir: str):
 
 def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str, Any]:
   """runs.csv from the finished runs, then the table, experts and curves computed from it."""
-  from gold_jax import logger as logger_lib, plots
+  from gold_jax import plots
   rows, failed = collect_results(config, workdir)
   runs_path = os.path.join(workdir, 'runs.csv')
   results.write_runs_csv(rows, runs_path)
@@ -352,28 +358,21 @@ def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str
   kappas = {t: envs.get_spec(t).cost_threshold for t in config.tasks}
   driving = [t for t in config.tasks if envs.get_spec(t).has_success and 'MetaDrive' in t]
   md = results.to_markdown(table, kappas, config.methods, with_success=driving, failed=failed)
-  md += '\n' + results.experts_markdown(rows, kappas)
+  for extra in (results.verdicts(rows, kappas), results.experts_markdown(rows, kappas)):
+    md += '\n' + extra if extra else ''
   mixed = results.mixed_eval_sets(rows)
   if mixed:
     md += ('\nCells of these rows were scored on different evaluation sets: '
            + ', '.join(f'{t} seed {s}' for t, s in mixed) + '.\n')
+  curves = {task: _curves(config, workdir, task) for task in config.tasks}
+  for task, (reward_runs, cost_runs) in curves.items():
+    ends = results.curve_ends(reward_runs, cost_runs)
+    if ends:
+      md += f'\n{task}. ' + ends
   results.write_text(os.path.join(workdir, 'table1.md'), md)
   results.to_csv(table, os.path.join(workdir, 'table1.csv'))
   export_experts(config, workdir)
-  for task in config.tasks:  # Fig. 2: learning curves of the online methods.
-    reward_runs, cost_runs = {}, {}
-    for method in config.methods:
-      if method not in DISTILL_METHODS:
-        continue
-      for seed in _seeds(config):
-        csv_path = os.path.join(_cell_path(workdir, task, seed, method), 'metrics.csv')
-        if _done(os.path.dirname(csv_path)) is None or not os.path.exists(csv_path):
-          continue
-        cols = logger_lib.read_csv(csv_path)
-        reward_runs.setdefault(method, []).append(
-            logger_lib.metric_series(cols, 'evaluation/reward_mean'))
-        cost_runs.setdefault(method, []).append(
-            logger_lib.metric_series(cols, 'evaluation/cost_mean'))
+  for task, (reward_runs, cost_runs) in curves.items():  # Fig. 2: curves of the online methods.
     if reward_runs:
       plots.reward_cost_curves(reward_runs, cost_runs,
                                os.path.join(workdir, f'curves_{task}.png'),
@@ -386,6 +385,26 @@ def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str
   print(md)
   print(latency_md)
   return {'table': md, 'failed': failed, 'seconds': seconds, 'latency': latency_md}
+
+
+def _curves(config: Config, workdir: str, task: str):
+  """Per-method evaluation reward and cost curves (one `(steps, values)` per finished seed) of
+  the online methods on `task`."""
+  from gold_jax import logger as logger_lib
+  reward_runs, cost_runs = {}, {}
+  for method in config.methods:
+    if method not in DISTILL_METHODS:
+      continue
+    for seed in _seeds(config):
+      csv_path = os.path.join(_cell_path(workdir, task, seed, method), 'metrics.csv')
+      if _done(os.path.dirname(csv_path)) is None or not os.path.exists(csv_path):
+        continue
+      cols = logger_lib.read_csv(csv_path)
+      reward_runs.setdefault(method, []).append(
+          logger_lib.metric_series(cols, 'evaluation/reward_mean'))
+      cost_runs.setdefault(method, []).append(
+          logger_lib.metric_series(cols, 'evaluation/cost_mean'))
+  return reward_runs, cost_runs
 
 
 def _guarded(fn):
