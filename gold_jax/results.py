@@ -243,7 +243,7 @@ def verdicts(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float],
              method: str = 'GOLD(DT-IQL)', scratch: Sequence[str] = ('IQL', 'CVPO'),
              guide: str = 'DT') -> str:
   """Does `method` (a) keep mean cost ≤ κ, (b) beat every `scratch` method in mean reward,
-  (c) beat its `guide` in mean reward or mean cost? One Markdown row per task of `kappas`, on
+  (b') beat those `scratch` methods whose mean cost is ≤ κ in mean reward, (c) beat its `guide` in mean reward or mean cost? One Markdown row per task of `kappas`, on
   means over the seeds where `method` finished (the other methods' rows of other seeds are left
   out, so each comparison is paired); a question whose cells have no such seed is answered '—'
   and not counted. `rows` are `runs.csv` rows."""
@@ -251,16 +251,28 @@ def verdicts(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float],
   table = table_from_rows([r for r in rows if (r['task'], r['seed']) in mine_seeds],
                           list(kappas), (method, guide) + tuple(scratch))
   lines = [f'| task | κ | (a) cost ≤ κ | (b) reward > {", ".join(scratch)} | '
-           f'(c) reward or cost better than {guide} | seeds |', '|---|---|---|---|---|---|']
-  held = {'a': 0, 'b': 0, 'ab': 0, 'answered': 0}
+           "(b') reward > those of them within κ | "
+           f'(c) reward or cost better than {guide} | seeds |', '|---|---|---|---|---|---|---|']
+  held = {'a': 0, 'b': 0, 'ab': 0, 'b_safe': 0, 'answered': 0}
   for task, cells in table.items():
     mine = cells.get(method, Cell())
     if not mine.seeds:
       continue
+    kappa = kappas[task]
     reward, cost = mean_std(mine.reward)[0], mean_std(mine.cost)[0]
-    a = cost <= kappas[task]
-    others = {m: mean_std(cells[m].reward)[0] for m in scratch if cells.get(m, Cell()).seeds}
-    b = all(reward > r for r in others.values()) if len(others) == len(scratch) else None
+    a = cost <= kappa
+    others = {m: (mean_std(cells[m].reward)[0], mean_std(cells[m].cost)[0])
+              for m in scratch if cells.get(m, Cell()).seeds}
+    if len(others) == len(scratch):
+      b = all(reward > r for r, _ in others.values())
+      b_safe = all(reward > r for r, c in others.values() if c <= kappa)
+      b_text = f'{"yes" if b else "no"}: {reward:.1f} vs ' + ', '.join(
+          f'{m} {r:.1f} (cost {c:.2f})' for m, (r, c) in others.items())
+      safe = [m for m, (_, c) in others.items() if c <= kappa]
+      b_safe_text = f'{"yes" if b_safe else "no"}: ' + (', '.join(safe) or 'none') + ' within κ'
+    else:
+      b = b_safe = None
+      b_text = b_safe_text = '—'
     ref = cells.get(guide, Cell())
     if ref.seeds:
       g_reward, g_cost = mean_std(ref.reward)[0], mean_std(ref.cost)[0]
@@ -269,21 +281,20 @@ def verdicts(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float],
                 f'cost {cost:.2f} vs {g_cost:.2f}')
     else:
       c_text = '—'
-    b_text = '—' if b is None else ('yes' if b else 'no') + ': ' + f'{reward:.1f} vs ' + ', '.join(
-        f'{r:.1f}' for r in others.values())
     seeds = sorted({cells[m].seeds for m in (method, guide, *scratch) if cells.get(m, Cell()).seeds})
-    lines.append(f'| {task} | {kappas[task]:g} | {"yes" if a else "no"}: {cost:.2f} | {b_text} '
-                 f'| {c_text} | {", ".join(map(str, seeds))} |')
+    lines.append(f'| {task} | {kappa:g} | {"yes" if a else "no"}: {cost:.2f} | {b_text} '
+                 f'| {b_safe_text} | {c_text} | {", ".join(map(str, seeds))} |')
     held['a'] += a
     if b is not None:
       held['b'] += b
       held['ab'] += a and b
+      held['b_safe'] += a and b_safe
       held['answered'] += 1
   tasks = len(lines) - 2
   if not tasks:
     return ''
   return (f'Verdict for {method} (means over the seeds where it finished):\n\n'
           + '\n'.join(lines) + '\n\n'
-          f'(a) holds on {held["a"]} of {tasks} task(s); (b), and (a) with (b), on {held["b"]} and '
-          f'{held["ab"]} of the {held["answered"]} task(s) where every from-scratch method has '
-          'finished those seeds.\n')
+          f'(a) holds on {held["a"]} of {tasks} task(s). Of the {held["answered"]} task(s) where '
+          f'every from-scratch method has finished those seeds, (b) holds on {held["b"]}, (a) with '
+          f'(b) on {held["ab"]}, and (a) with (b\') on {held["b_safe"]}.\n')

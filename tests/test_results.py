@@ -57,10 +57,16 @@ def test_verdicts_pair_seeds_and_count_only_answered_tasks():
   lines = {l.split(' | ')[0][2:]: l for l in text.splitlines() if l.startswith('| ') and
            l[2] in 'ABCD'}
   assert set(lines) == {'A', 'B', 'C'}  # D has no GOLD run: no row.
-  assert '| yes: 5.00 | yes: 100.0 vs 50.0, 80.0 | yes: 100.0 vs 90.0' in lines['A']
-  assert '| no: 30.00 | — |' in lines['B']  # CVPO missing on B: (b) unanswered.
-  assert '| yes: 0.00 | — | — |' in lines['C']
-  assert '(a) holds on 2 of 3 task(s); (b), and (a) with (b), on 1 and 1 of the 1 task(s)' in text
+  assert ('| yes: 5.00 | yes: 100.0 vs IQL 50.0 (cost 0.00), CVPO 80.0 (cost 0.00) '
+          '| yes: IQL, CVPO within κ | yes: 100.0 vs 90.0') in lines['A']
+  assert '| no: 30.00 | — | — |' in lines['B']  # CVPO missing on B: (b) unanswered.
+  assert '| yes: 0.00 | — | — | — |' in lines['C']
+  assert '(a) holds on 2 of 3 task(s). Of the 1 task(s)' in text
+  assert '(b) holds on 1, (a) with (b) on 1, and (a) with (b\') on 1.' in text
+  # An unsafe from-scratch method with more reward fails (b) but not (b').
+  unsafe = rows[:2] + [_row('A', 'CVPO', 0, 400, 60)]
+  line = next(l for l in results.verdicts(unsafe, {'A': 10}).splitlines() if l.startswith('| A'))
+  assert '| no: 100.0 vs IQL 50.0 (cost 0.00), CVPO 400.0 (cost 60.00) | yes: IQL within κ |' in line
 
 
 def test_curve_ends_windows():

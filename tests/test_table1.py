@@ -31,7 +31,7 @@ def test_smoke_sweep_fills_every_cell(sweep):
   assert all(r['success'] == '' for r in rows)  # Car-Circle defines no success.
   md = open(os.path.join(workdir, 'table1.md')).read()
   assert all(m in md for m in results.METHODS) and '—' not in md.split('\n\n')[0]
-  assert 'Verdict for GOLD(DT-IQL)' in md and 'of the 1 task(s) where every from-scratch' in md
+  assert 'Verdict for GOLD(DT-IQL)' in md and 'Of the 1 task(s) where every from-scratch' in md
   assert 'Curve ends' in md and '| GOLD(DT-IQL) | 1 |' in md
   assert os.path.getsize(os.path.join(workdir, 'curves_Car-Circle.png')) > 0
   assert os.path.exists(os.path.join(workdir, 'table1.csv'))
