@@ -451,7 +451,10 @@ class LoopCheckpoints:
     runner.state = uncommitted(self.manager.restore(runner.state, step))
     runner.student.state = runner.state
     extra = self.manager.read_metadata(step)['extra']
-    runner.buffer = ReplayBuffer.load(self._replay_path(step))
+    buffer = ReplayBuffer.load(self._replay_path(step))
+    if buffer.capacity < runner.buffer.capacity:  # The run was extended to a larger budget.
+      buffer = buffer.grown(runner.buffer.capacity)
+    runner.buffer = buffer
     runner.load_state_dict(extra['loop'])
     return extra
 

@@ -118,15 +118,18 @@ def _number(value) -> str:
 
 def run_row(task: str, method: str, seed: int, result: Mapping) -> Dict[str, str]:
   """One `runs.csv` row from a run's result dict (`reward`, `cost`, optional `success`,
-  `episodes`, `eval_set`, `env_steps`, `seconds`); `success` stays empty where the task
-  defines none."""
+  `episodes`, `eval_set`, `env_steps`, `seconds`, and for an extended run the `seconds_before`
+  the extension, which count in its run time); `success` stays empty where the task defines
+  none."""
   episodes = result.get('episodes')
   return {'task': task, 'method': method, 'seed': str(int(seed)),
           'reward': _number(result['reward']), 'cost': _number(result['cost']),
           'success': _number(result.get('success')),
           'episodes': '' if episodes is None else str(int(episodes)),
           'eval_set': str(result.get('eval_set') or ''),
-          'env_steps': _number(result.get('env_steps')), 'seconds': _number(result.get('seconds'))}
+          'env_steps': _number(result.get('env_steps')),
+          'seconds': _number(result['seconds'] + result.get('seconds_before', 0.0)
+                             if result.get('seconds') is not None else None)}
 
 
 def write_runs_csv(rows: Sequence[Mapping[str, str]], path: str, extra: Sequence[str] = ()

@@ -167,3 +167,20 @@ def test_load_errors_name_path(tmp_path):
     ReplayBuffer.load(other)
   with pytest.raises(FileNotFoundError):
     ReplayBuffer.load(tmp_path / 'missing.npz')
+
+
+@pytest.mark.parametrize('filled', [3, 5, 7])  # Part full, just full, wrapped around.
+def test_grown_keeps_transitions_oldest_first_then_fills(filled):
+  small = ReplayBuffer(OBS_DIM, ACT_DIM, capacity=5)
+  _fill(small, 0, filled, GUIDE)
+  big = small.grown(8)
+  kept = list(range(max(0, filled - 5), filled))
+  assert (big.capacity, big.size, big.pointer) == (8, len(kept), len(kept))
+  np.testing.assert_array_equal(big.to_state_dict()['reward'][:len(kept)], kept)
+  np.testing.assert_array_equal(big.sources(), [GUIDE] * len(kept))
+  _fill(big, filled, 8, STUDENT)  # The larger buffer overwrites its own oldest, in order.
+  expected = list(range(filled + 8 - 8, filled + 8))
+  state = big.to_state_dict()
+  assert sorted(state['reward'].tolist()) == expected
+  with pytest.raises(ValueError, match='shrink'):
+    small.grown(4)

@@ -1,6 +1,7 @@
 """The Table I study (`gold_jax.studies.table1`) end to end at smoke scale: every method, table, curves, reruns."""
 
 import dataclasses
+import json
 import os
 import shutil
 
@@ -125,3 +126,42 @@ def test_dt_guides_conditioned_on_cost_to_go(tmp_path):
   guide = load_guide(str(tmp_path / 'Car-Circle' / 'seed0' / 'dt'))
   assert guide.state.config.use_cost_token
   assert guide.target_cost == 10.0  # Car-Circle's kappa.
+
+
+def test_more_online_steps_extend_finished_runs(sweep, tmp_path):
+  """--online_steps above the scale's: finished online runs resume from their last checkpoint
+  to the new budget, keeping their curve and run time; a smaller budget is refused."""
+  config, workdir, _ = sweep
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  cell = os.path.join(copy, 'Car-Circle', 'seed0', 'iql')
+  before = json.load(open(os.path.join(cell, 'result.json')))
+  metrics = os.path.join(cell, 'metrics.csv')
+  lines = open(metrics).read().splitlines()
+  rows_before = len(lines)
+  # A marker in the logged curve: a resumed run keeps the rows up to its checkpoint.
+  lines[1] = lines[1].split(',', 1)[0] + ',' + ','.join(['12345'] * (len(lines[1].split(',')) - 1))
+  open(metrics, 'w').write('\n'.join(lines) + '\n')
+  expert_before = os.path.getmtime(os.path.join(copy, 'Car-Circle', 'seed0', 'expert',
+                                                'result.json'))
+  longer = dataclasses.replace(config, methods=('IQL',), online_steps=240)  # Smoke: 120.
+  table1.run(longer, copy)
+  after = json.load(open(os.path.join(cell, 'result.json')))
+  assert before['env_steps'] == 120 and after['env_steps'] == 240
+  assert after['seconds_before'] == pytest.approx(before['seconds'])
+  lines = open(metrics).read().splitlines()
+  assert lines[1].endswith(',12345')  # Resumed from step 120, not run again from 0.
+  steps = [int(l.split(',')[0]) for l in lines[1:]]
+  assert len(steps) > rows_before - 1 and max(steps) == 240 and 120 in steps
+  assert steps == sorted(set(steps))
+  assert os.path.getmtime(os.path.join(copy, 'Car-Circle', 'seed0', 'expert',
+                                       'result.json')) == expert_before  # Not rerun.
+  row = [r for r in results.read_runs_csv(os.path.join(copy, 'runs.csv'))
+         if r['method'] == 'IQL'][0]
+  assert float(row['env_steps']) == 240
+  assert float(row['seconds']) == pytest.approx(after['seconds'] + before['seconds'], rel=1e-4)
+  assert json.load(open(os.path.join(copy, 'sweep.json')))['online_steps'] == 240
+  with pytest.raises(ValueError, match='extended, not shortened'):
+    table1.run(dataclasses.replace(longer, online_steps=0), copy)
+  with pytest.raises(ValueError, match='online_steps'):
+    table1.run(dataclasses.replace(longer, online_steps=-1), copy)

@@ -149,6 +149,21 @@ class ReplayBuffer:
     guide = float(np.count_nonzero(self._source[:self.size] == GUIDE)) / self.size
     return {'guide': guide, 'student': 1.0 - guide}
 
+  def grown(self, capacity: int) -> 'ReplayBuffer':
+    """A buffer of the larger `capacity` holding these transitions, oldest first (a run
+    extended past the budget its buffer was sized for keeps every transition from then on)."""
+    if capacity < self.capacity:
+      raise ValueError(f'cannot shrink a replay buffer from {self.capacity} to {capacity}')
+    order = (np.arange(self.size) if self.size < self.capacity else
+             np.roll(np.arange(self.capacity), -self.pointer))
+    bigger = type(self)(self.obs_dim, self.act_dim, capacity)
+    for name, values in self._data.items():
+      bigger._data[name][:self.size] = values[order]
+    bigger._source[:self.size] = self._source[order]
+    bigger._done[:self.size] = self._done[order]
+    bigger.size, bigger.pointer = self.size, self.size % capacity
+    return bigger
+
   def to_state_dict(self) -> Dict[str, np.ndarray]:
     """Everything needed to rebuild the buffer exactly, as numpy arrays (copies)."""
     state = {name: value.copy() for name, value in self._data.items()}

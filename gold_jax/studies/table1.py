@@ -62,6 +62,9 @@ class Config:
   lambda_rule: str = 'fixed'  # IQL students' lambda: 'fixed' or adapted ('lagrange', 'pid').
   expert_policies: str = ''  # Exported experts (<task>_seed<k>.npz, as the report's experts/
                              # holds): the expert stage records with them instead of training.
+  online_steps: int = 0  # Online env steps of each IQL, CVPO and GOLD run; 0: the scale's. A
+                         # sweep rerun with more extends its finished runs from their last
+                         # checkpoint (the curriculum keeps the scale's stage lengths).
 
 
 def _done(path: str) -> Optional[Dict[str, Any]]:
@@ -72,9 +75,21 @@ def _done(path: str) -> Optional[Dict[str, Any]]:
   return None
 
 
+def _finished(path: str, online_steps: int = 0) -> Optional[Dict[str, Any]]:
+  """The run's result, unless there is none or it is an online run of fewer env steps than
+  `online_steps` (one to extend)."""
+  done = _done(path)
+  if done is not None and online_steps and (done.get('env_steps') or online_steps) < online_steps:
+    return None
+  return done
+
+
 def _finish(path: str, result: Dict[str, Any], started: float) -> Dict[str, Any]:
   """Writes `result.json` with the run's start (Unix time) and duration in seconds."""
   result = dict(result, started=started, seconds=time.time() - started)
+  previous = _done(path)
+  if previous is not None:  # An extended run: its run time before this extension.
+    result['seconds_before'] = previous['seconds'] + previous.get('seconds_before', 0.0)
   os.makedirs(path, exist_ok=True)
   results.write_text(os.path.join(path, 'result.json'), json.dumps(result, indent=1))
   error = os.path.join(path, 'error.txt')
@@ -84,13 +99,13 @@ def _finish(path: str, result: Dict[str, Any], started: float) -> Dict[str, Any]
 
 
 def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = '',
-         dt_cost_token: bool = False, lambda_rule: str = 'fixed', expert_policies: str = ''
-         ) -> Dict:
+         dt_cost_token: bool = False, lambda_rule: str = 'fixed', expert_policies: str = '',
+         online_steps: int = 0) -> Dict:
   """One run in its own process; returns its result or {'error': ...}."""
   logging.set_verbosity(logging.WARNING)
   base = os.path.join(root, task, f'seed{seed}')
   path = os.path.join(base, stage)
-  previous = _done(path)
+  previous = _finished(path, online_steps)
   if previous is not None:
     return previous
   overrides = presets.stages(scale, task)
@@ -133,6 +148,8 @@ def _job(stage: str, task: str, seed: int, scale: str, root: str, method: str = 
       run_overrides['cvpo_preset'] = 'fsrl'
     if backbone == 'iql':
       run_overrides = configs.merge(run_overrides, multiplier={'rule': lambda_rule})
+    if online_steps:
+      run_overrides['total_steps'] = online_steps
     config = distill.Config(task=task, seed=seed, guide=guide, guide_ckpt=ckpt,
                             backbone=backbone, **run_overrides, **_scenario_options(task))
     summary = distill.train_and_evaluate(config, path)
@@ -224,19 +241,20 @@ def _plan(config: Config, workdir: str) -> List[Tuple[str, Tuple, Tuple[str, ...
       guide = DISTILL_METHODS[m][0]
       plan.append((f'{t}/seed{s}/{_stage_of(m)}',
                    (_stage_of(m), t, s, config.scale, workdir, m, config.dt_cost_token,
-                    config.lambda_rule),
+                    config.lambda_rule, '', config.online_steps),
                    (f'{t}/seed{s}/{guide}',) if guide != 'none' else ()))
   return plan
 
 
 def _run_all(plan: Sequence[Tuple[str, Tuple, Tuple[str, ...]]], executor: sweep.Executor,
-             workdir: str) -> Dict[str, Dict]:
+             workdir: str, online_steps: int = 0) -> Dict[str, Dict]:
   """Runs `_job(*args)` for each unfinished run of `plan` on `executor`, each after the runs
   it waits for; returns every run's result by name. Finished runs (`result.json`) are not
-  submitted again; a run whose worker died for good gets an `error.txt` here."""
+  submitted again, unless they are online runs of fewer than `online_steps`; a run whose
+  worker died for good gets an `error.txt` here."""
   out, handles = {}, {}
   for name, args, after in plan:
-    done = _done(os.path.join(workdir, name))
+    done = _finished(os.path.join(workdir, name), online_steps)
     if done is not None:
       out[name] = done
       continue
@@ -260,6 +278,9 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
     raise ValueError(f'unknown methods {sorted(unknown)}; expected some of {results.METHODS}')
   if config.seeds < 1 or config.workers < 1:
     raise ValueError('--seeds and --workers must be at least 1')
+  if config.online_steps < 0:
+    raise ValueError(f'--online_steps must be 0 (the scale\'s) or positive, got '
+                     f'{config.online_steps}')
   os.makedirs(workdir, exist_ok=True)
   _check_sweep_settings(config, workdir)
   start = time.perf_counter()
@@ -268,7 +289,7 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   root = os.path.abspath(workdir)  # Runs may start in another directory, or on another node.
   with sweep.from_config(config) as executor:
     executor.check_shared_dir(root)
-    _run_all(_plan(config, root), executor, root)
+    _run_all(_plan(config, root), executor, root, config.online_steps)
   seconds = time.perf_counter() - start
   timing = parallel_timing(config, workdir, since=time.time() - seconds)
   if timing:
@@ -299,23 +320,46 @@ def parallel_timing(config: Config, workdir: str, since: float) -> str:
           f'{where}: seed-parallel speed-up {busy / max(wall, 1e-9):.2f}x')
 
 
+def _online_budget(config: Config, task: str, online_steps: int) -> int:
+  """Online env steps of the sweep's IQL, CVPO and GOLD runs on `task`."""
+  if online_steps:
+    return online_steps
+  from gold_jax.stages import distill
+  return presets.stages(config.scale, task)['distill'].get('total_steps',
+                                                           distill.Config.total_steps)
+
+
 def _check_sweep_settings(config: Config, workdir: str) -> None:
   """Runs of one workdir share their budget and guide kind: a sweep with other settings
-  would reuse runs made with these, so it is refused (`sweep.json` records them)."""
+  would reuse runs made with these, so it is refused (`sweep.json` records them). The online
+  budget may grow (the finished runs are extended), never shrink."""
   path = os.path.join(workdir, 'sweep.json')
   current = {'scale': config.scale, 'dt_cost_token': config.dt_cost_token,
-             'lambda_rule': config.lambda_rule, 'eval_protocol': protocol.VERSION}
+             'lambda_rule': config.lambda_rule, 'eval_protocol': protocol.VERSION,
+             'online_steps': config.online_steps}
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
     # Of sweeps that lack a key; a sweep scored under an older protocol is refused.
-    defaults = {'dt_cost_token': False, 'lambda_rule': 'fixed', 'eval_protocol': 1}
+    defaults = {'dt_cost_token': False, 'lambda_rule': 'fixed', 'eval_protocol': 1,
+                'online_steps': 0}
     saved = {k: saved.get(k, defaults.get(k)) for k in current}
-    differ = sorted(k for k in current if saved[k] != current[k])
+    differ = sorted(k for k in current if saved[k] != current[k] and k != 'online_steps')
     if differ:
       raise ValueError(f'{workdir} holds a sweep with other settings ('
                        + ', '.join(f'{k}: {saved[k]!r} -> {current[k]!r}' for k in differ)
                        + '); use another --workdir')
+    if config.report_only:
+      return
+    for task in config.tasks:
+      before = _online_budget(config, task, saved['online_steps'])
+      now = _online_budget(config, task, config.online_steps)
+      if now < before:
+        raise ValueError(f'{workdir} holds runs of {before} online env steps on {task}; '
+                         f'--online_steps={config.online_steps} would be fewer (a sweep can be '
+                         'extended, not shortened); use another --workdir')
+    if saved['online_steps'] != current['online_steps']:
+      results.write_text(path, json.dumps(current, indent=1))
   elif not config.report_only:
     results.write_text(path, json.dumps(current, indent=1))
 
