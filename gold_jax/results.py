@@ -221,20 +221,20 @@ def curve_ends(reward_runs: Mapping[str, Sequence[Tuple[np.ndarray, np.ndarray]]
 
   def cell(curves, which):
     m, s = mean_std([window_means(c, which) for c in curves])
-    return f'{m:.1f} ± {s:.1f}'
+    return m, f'{m:.1f} ± {s:.1f}'
 
   lines = ['| method | seeds | last steps | reward, last window | reward, window before | '
            'change | cost, last window | cost, window before |', '|---|---|---|---|---|---|---|---|']
   for method, curves in reward_runs.items():
     if not curves:
       continue
-    last = mean_std([window_means(c, 0) for c in curves])[0]
-    before = mean_std([window_means(c, 1) for c in curves])[0]
+    (last, last_text), (before, before_text) = cell(curves, 0), cell(curves, 1)
     ends = sorted({int(np.max(c[0])) for c in curves if len(c[0])})
     costs = cost_runs.get(method, ())
+    cost_texts = [cell(costs, w)[1] if costs else '—' for w in (0, 1)]
     lines.append(f'| {method} | {len(curves)} | {", ".join(map(str, ends))} '
-                 f'| {cell(curves, 0)} | {cell(curves, 1)} | {last - before:+.1f} '
-                 f'| {cell(costs, 0) if costs else "—"} | {cell(costs, 1) if costs else "—"} |')
+                 f'| {last_text} | {before_text} | {last - before:+.1f} '
+                 f'| {cost_texts[0]} | {cost_texts[1]} |')
   if len(lines) == 2:
     return ''
   pct = f'{fraction:.0%}'
@@ -246,8 +246,8 @@ def verdicts(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float],
              method: str = 'GOLD(DT-IQL)', scratch: Sequence[str] = ('IQL', 'CVPO'),
              guide: str = 'DT') -> str:
   """Does `method` (a) keep mean cost ≤ κ, (b) beat every `scratch` method in mean reward,
-  (b') beat those `scratch` methods whose mean cost is ≤ κ in mean reward, (c) beat its `guide` in mean reward or mean cost? One Markdown row per task of `kappas`, on
-  means over the seeds where `method` finished (the other methods' rows of other seeds are left
+  (b') beat those `scratch` methods whose mean cost is ≤ κ in mean reward, (c) beat its
+  `guide` in mean reward or mean cost? One Markdown row per task of `kappas`, on means over the seeds where `method` finished (the other methods' rows of other seeds are left
   out, so each comparison is paired); a question whose cells have no such seed is answered '—'
   and not counted. `rows` are `runs.csv` rows."""
   mine_seeds = {(r['task'], r['seed']) for r in rows if r['method'] == method}
