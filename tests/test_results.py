@@ -81,3 +81,12 @@ def test_curve_ends_windows():
   assert '| 3.0 ± 1.0 | 3.0 ± 1.0 | +0.0 | — | — |' in flat_line
   with pytest.raises(ValueError, match='fraction'):
     results.curve_ends({}, {}, fraction=0.8)
+
+
+def test_mixed_budgets_flags_only_online_runs_of_unequal_length():
+  rows = [dict(_row('A', m, s, 1, 0), env_steps=steps) for m, s, steps in
+          [('IQL', 0, '300000'), ('IQL', 1, '200000'), ('CVPO', 0, '200000'),
+           ('DT', 0, '2000'), ('expert', 0, '')]]
+  rows += [dict(_row('B', 'IQL', s, 1, 0), env_steps='200000') for s in (0, 1)]
+  rows += [dict(_row('B', 'DT', 0, 1, 0), env_steps='')]
+  assert results.mixed_budgets(rows) == {'A': {200000: 2, 300000: 1}}

@@ -408,6 +408,10 @@ def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str
   if mixed:
     md += ('\nCells of these rows were scored on different evaluation sets: '
            + ', '.join(f'{t} seed {s}' for t, s in mixed) + '.\n')
+  for task, steps in results.mixed_budgets(rows).items():
+    md += (f'\nThe online runs of {task} differ in env steps ('
+           + ', '.join(f'{n} run{"s" * (n > 1)} at {k}' for k, n in sorted(steps.items()))
+           + '): its cells mix budgets until every run reaches the last.\n')
   curves = {task: _curves(config, workdir, task) for task in config.tasks}
   for task, (reward_runs, cost_runs) in curves.items():
     ends = results.curve_ends(reward_runs, cost_runs)
