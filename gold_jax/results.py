@@ -183,8 +183,8 @@ def mixed_budgets(rows: Sequence[Mapping[str, str]]) -> Dict[str, Dict[int, int]
   for row in rows:
     if row['method'] in OFFLINE + (EXPERT,) or not row.get('env_steps'):
       continue
-    steps = budgets.setdefault(row['task'], {})
-    steps[int(float(row['env_steps']))] = steps.get(int(float(row['env_steps'])), 0) + 1
+    steps, n = budgets.setdefault(row['task'], {}), int(float(row['env_steps']))
+    steps[n] = steps.get(n, 0) + 1
   return {task: steps for task, steps in budgets.items() if len(steps) > 1}
 
 
@@ -237,7 +237,8 @@ def curve_ends(reward_runs: Mapping[str, Sequence[Tuple[np.ndarray, np.ndarray]]
     return m, f'{m:.1f} ± {s:.1f}'
 
   lines = ['| method | seeds | last steps | reward, last window | reward, window before | '
-           'change | cost, last window | cost, window before |', '|---|---|---|---|---|---|---|---|']
+           'change | cost, last window | cost, window before |',
+           '|---|---|---|---|---|---|---|---|']
   for method, curves in reward_runs.items():
     if not curves:
       continue
@@ -260,8 +261,9 @@ def verdicts(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float],
              guide: str = 'DT') -> str:
   """Does `method` (a) keep mean cost ≤ κ, (b) beat every `scratch` method in mean reward,
   (b') beat those `scratch` methods whose mean cost is ≤ κ in mean reward, (c) beat its
-  `guide` in mean reward or mean cost? One Markdown row per task of `kappas`, on means over the seeds where `method` finished (the other methods' rows of other seeds are left
-  out, so each comparison is paired); a question whose cells have no such seed is answered '—'
+  `guide` in mean reward or mean cost? One Markdown row per task of `kappas`, on means over
+  the seeds where `method` finished (the other methods' rows of other seeds are left out, so
+  each comparison is paired); a question whose cells have no such seed is answered '—'
   and not counted. `rows` are `runs.csv` rows."""
   mine_seeds = {(r['task'], r['seed']) for r in rows if r['method'] == method}
   table = table_from_rows([r for r in rows if (r['task'], r['seed']) in mine_seeds],
@@ -297,7 +299,8 @@ def verdicts(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float],
                 f'cost {cost:.2f} vs {g_cost:.2f}')
     else:
       c_text = '—'
-    seeds = sorted({cells[m].seeds for m in (method, guide, *scratch) if cells.get(m, Cell()).seeds})
+    seeds = sorted({cells[m].seeds for m in (method, guide, *scratch)
+                    if cells.get(m, Cell()).seeds})
     lines.append(f'| {task} | {kappa:g} | {"yes" if a else "no"}: {cost:.2f} | {b_text} '
                  f'| {b_safe_text} | {c_text} | {", ".join(map(str, seeds))} |')
     held['a'] += a
