@@ -73,8 +73,10 @@ def best_methods(cells: Mapping[str, Cell], kappa: float) -> Tuple[Optional[str]
 
 def to_markdown(table: Mapping[str, Mapping[str, Cell]], kappas: Mapping[str, float],
                 methods: Sequence[str] = METHODS, with_success: Sequence[str] = (),
-                failed: Mapping[str, str] = None) -> str:
-  """Markdown table: one row per (task, metric), one column per method."""
+                failed: Mapping[str, str] = None,
+                paper: Mapping[str, Mapping[str, Mapping[str, Tuple]]] = None) -> str:
+  """Markdown table: one row per (task, metric), one column per method. With `paper`
+  ({task: `gold_jax.paper.table1(task)`}), the paper's rows of a task follow ours."""
   out = io.StringIO()
   out.write('| task | κ | metric | ' + ' | '.join(methods) + ' |\n')
   out.write('|---|---|---|' + '---|' * len(methods) + '\n')
@@ -86,14 +88,29 @@ def to_markdown(table: Mapping[str, Mapping[str, Cell]], kappas: Mapping[str, fl
     for label, field, best in metrics:
       row = [_fmt(getattr(cells.get(m, Cell()), field), m == best) for m in methods]
       out.write(f'| {task} | {kappas[task]:g} | {label} | ' + ' | '.join(row) + ' |\n')
+    theirs = (paper or {}).get(task)
+    if theirs:
+      for label, field, _ in metrics:
+        row = [_paper_cell(theirs.get(m, {}).get(field)) for m in methods]
+        out.write(f'| {task} (paper) | | {label} | ' + ' | '.join(row) + ' |\n')
   seeds = sorted({c.seeds for cells in table.values() for c in cells.values() if c.seeds})
   out.write(f'\nMean ± std over seeds (seeds per cell: {", ".join(map(str, seeds)) or "none"}). '
             'Bold: best reward among methods with mean cost ≤ κ, and lowest cost.\n')
+  if paper and any(paper.get(task) for task in table):
+    out.write('\nRows marked (paper): the paper\'s Table I as printed (mean ± std; its seeds, κ, '
+              'episode lengths and online budgets are not stated).\n')
   if failed:
     out.write('\nFailed runs (their cells use the seeds that finished):\n')
     for name, err in sorted(failed.items()):
       out.write(f'- `{name}`: {err}\n')
   return out.getvalue()
+
+
+def _paper_cell(value: Optional[Tuple[float, Optional[float]]]) -> str:
+  if value is None:
+    return ''
+  mean, std = value
+  return f'{100 * mean:.0f}%' if std is None else f'{mean:g} ± {std:g}'
 
 
 def to_csv(table: Mapping[str, Mapping[str, Cell]], path: str) -> None:

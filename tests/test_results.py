@@ -30,6 +30,26 @@ def test_mean_std_and_best():
   assert md.count('—') == 2 * 4            # BC, DT, GOLD(BC-IQL), GOLD(DT-CVPO) missing: r and c
 
 
+def test_paper_rows_follow_ours():
+  from gold_jax import paper
+  assert set(paper.TABLE1) == {'Car-Circle', 'Car-Gather', 'Point-Goal', 'Point-Button',
+                               'Point-Push', 'Car-Goal', 'Car-Button', 'Car-Push',
+                               'MetaDrive-Waymo'}
+  assert paper.table1('Car-Circle')['GOLD(DT-IQL)'] == {'reward': (688.3, 4.2), 'cost': (3.2, 1.5)}
+  assert paper.table1('MetaDrive-Waymo')['IQL']['success'] == (0.40, None)
+  assert paper.table1('Car-Race') is None
+  table = {'Car-Gather': {'DT': _cell([3.0], [0.0])}, 'Car-Race': {'DT': _cell([1.0], [0.0])}}
+  md = results.to_markdown(table, {'Car-Gather': 2.0, 'Car-Race': 2.0},
+                           paper={t: paper.table1(t) for t in table if paper.table1(t)})
+  lines = md.splitlines()
+  ours = lines.index(next(l for l in lines if l.startswith('| Car-Gather | 2 | c')))
+  assert lines[ours + 1].startswith('| Car-Gather (paper) | | r ↑ | 5.6 ± 2.31 | 7.1 ± 1.52 |')
+  assert lines[ours + 2].endswith('| 0.14 ± 0.04 |')
+  assert 'Car-Race (paper)' not in md and 'Rows marked (paper)' in md
+  assert 'Rows marked (paper)' not in results.to_markdown(table, {'Car-Gather': 2.0,
+                                                                  'Car-Race': 2.0})
+
+
 def test_success_rows_and_failed_runs(tmp_path):
   table = {'MetaDrive-Waymo': {'DT': _cell([100.0], [0.0], success=[1.0])}}
   md = results.to_markdown(table, {'MetaDrive-Waymo': 10.0}, with_success=['MetaDrive-Waymo'],

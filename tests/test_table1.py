@@ -34,6 +34,9 @@ def test_smoke_sweep_fills_every_cell(sweep):
   assert all(m in md for m in results.METHODS) and '—' not in md.split('\n\n')[0]
   assert 'Verdict for GOLD(DT-IQL)' in md and 'Of the 1 task(s) where every from-scratch' in md
   assert 'Curve ends' in md and '| GOLD(DT-IQL) | 1 |' in md
+  assert '| Car-Circle (paper) | | r ↑ | 366.9 ± 10.4 |' in md
+  assert 'Our budgets: Car-Circle: episodes of 20 steps, 120 online env steps.' in md
+  assert 'The `paper` scale runs 300,000 online env steps per run.' in md
   assert os.path.getsize(os.path.join(workdir, 'curves_Car-Circle.png')) > 0
   assert os.path.exists(os.path.join(workdir, 'table1.csv'))
   # Every run of this invocation (expert, 2 guides, 5 online) is timed; one worker runs them

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 
-from gold_jax import configs, envs, files, presets, protocol, results, sweep
+from gold_jax import configs, envs, files, paper, presets, protocol, results, sweep
 from gold_jax.checkpoints import checkpoint_dir
 
 SCALES = presets.SCALES
@@ -329,6 +329,19 @@ def _online_budget(config: Config, task: str, online_steps: int) -> int:
                                                            distill.Config.total_steps)
 
 
+def _budgets_against_paper(config: Config, tasks: Sequence[str]) -> str:
+  """How our episodes and online budget compare with the paper's, which it does not state."""
+  paper_scale = dataclasses.replace(config, scale='paper', online_steps=0)
+  def length(task):
+    return presets.stages(config.scale, task)['distill'].get(
+        'max_episode_steps', envs.get_spec(task).max_episode_steps)
+  ours = '; '.join(f'{t}: episodes of {length(t)} steps, '
+                   f'{_online_budget(config, t, config.online_steps):,} online env steps'
+                   for t in tasks)
+  return (f'Our budgets: {ours}. The `paper` scale runs '
+          f'{_online_budget(paper_scale, tasks[0], 0):,} online env steps per run.\n')
+
+
 def _check_sweep_settings(config: Config, workdir: str) -> None:
   """Runs of one workdir share their budget and guide kind: a sweep with other settings
   would reuse runs made with these, so it is refused (`sweep.json` records them). The online
@@ -401,7 +414,11 @@ def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str
   table = results.table_from_rows(rows, config.tasks, config.methods)
   kappas = {t: envs.get_spec(t).cost_threshold for t in config.tasks}
   driving = [t for t in config.tasks if envs.get_spec(t).has_success and 'MetaDrive' in t]
-  md = results.to_markdown(table, kappas, config.methods, with_success=driving, failed=failed)
+  theirs = {t: paper.table1(t) for t in config.tasks if paper.table1(t)}
+  md = results.to_markdown(table, kappas, config.methods, with_success=driving, failed=failed,
+                           paper=theirs)
+  if theirs:
+    md += '\n' + _budgets_against_paper(config, list(theirs))
   for extra in (results.verdicts(rows, kappas), results.experts_markdown(rows, kappas)):
     md += '\n' + extra if extra else ''
   mixed = results.mixed_eval_sets(rows)
