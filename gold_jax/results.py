@@ -192,17 +192,23 @@ def mixed_eval_sets(rows: Sequence[Mapping[str, str]]) -> List[Tuple[str, int]]:
   return sorted(key for key, ids in sets.items() if len(ids) > 1)
 
 
-def mixed_budgets(rows: Sequence[Mapping[str, str]]) -> Dict[str, Dict[int, int]]:
-  """Tasks whose online runs (not the expert, not the offline guides) ran for different numbers
-  of env steps, as {task: {env steps: runs}}: the cells of such a task mix budgets, as while
-  a sweep is extended with `--online_steps`."""
+def online_budgets(rows: Sequence[Mapping[str, str]]) -> Dict[str, Dict[int, int]]:
+  """The env steps of each task's online runs (not the expert, not the offline guides), as
+  {task: {env steps: runs}}."""
   budgets: Dict[str, Dict[int, int]] = {}
   for row in rows:
     if row['method'] in OFFLINE + (EXPERT,) or not row.get('env_steps'):
       continue
     steps, n = budgets.setdefault(row['task'], {}), int(float(row['env_steps']))
     steps[n] = steps.get(n, 0) + 1
-  return {task: steps for task, steps in budgets.items() if len(steps) > 1}
+  return budgets
+
+
+def mixed_budgets(rows: Sequence[Mapping[str, str]]) -> Dict[str, Dict[int, int]]:
+  """Tasks whose online runs ran for different numbers of env steps, as {task: {env steps:
+  runs}}: the cells of such a task mix budgets, as while a sweep is extended with
+  `--online_steps`."""
+  return {task: steps for task, steps in online_budgets(rows).items() if len(steps) > 1}
 
 
 def experts_markdown(rows: Sequence[Mapping[str, str]], kappas: Mapping[str, float]) -> str:

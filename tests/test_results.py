@@ -110,3 +110,4 @@ def test_mixed_budgets_flags_only_online_runs_of_unequal_length():
   rows += [dict(_row('B', 'IQL', s, 1, 0), env_steps='200000') for s in (0, 1)]
   rows += [dict(_row('B', 'DT', 0, 1, 0), env_steps='')]
   assert results.mixed_budgets(rows) == {'A': {200000: 2, 300000: 1}}
+  assert results.online_budgets(rows) == {'A': {200000: 2, 300000: 1}, 'B': {200000: 2}}

@@ -168,3 +168,12 @@ def test_more_online_steps_extend_finished_runs(sweep, tmp_path):
     table1.run(dataclasses.replace(longer, online_steps=0), copy)
   with pytest.raises(ValueError, match='online_steps'):
     table1.run(dataclasses.replace(longer, online_steps=-1), copy)
+
+
+def test_budgets_against_paper_come_from_the_runs():
+  config = table1.Config(tasks=('Car-Circle', 'Point-Goal'), scale='laptop')
+  line = table1._budgets_against_paper(config, ['Car-Circle', 'Point-Goal'],
+                                       {'Car-Circle': {300_000: 2, 200_000: 1}})
+  assert 'Car-Circle: episodes of 300 steps, 200,000 to 300,000 online env steps' in line
+  assert 'Point-Goal: episodes of 1000 steps, 20,000 online env steps' in line  # No runs yet.
+  assert line.endswith('The `paper` scale runs 300,000 online env steps per run.\n')

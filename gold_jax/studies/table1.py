@@ -329,14 +329,23 @@ def _online_budget(config: Config, task: str, online_steps: int) -> int:
                                                            distill.Config.total_steps)
 
 
-def _budgets_against_paper(config: Config, tasks: Sequence[str]) -> str:
-  """How our episodes and online budget compare with the paper's, which it does not state."""
-  paper_scale = dataclasses.replace(config, scale='paper', online_steps=0)
+def _budgets_against_paper(config: Config, tasks: Sequence[str],
+                           ran: Mapping[str, Mapping[int, int]]) -> str:
+  """How our episodes and online budgets compare with the paper's, which it does not state.
+  `ran`: the env steps of the finished online runs per task (`results.online_budgets`); a
+  task without any is given the sweep's budget."""
   def length(task):
     return presets.stages(config.scale, task)['distill'].get(
         'max_episode_steps', envs.get_spec(task).max_episode_steps)
-  ours = '; '.join(f'{t}: episodes of {length(t)} steps, '
-                   f'{_online_budget(config, t, config.online_steps):,} online env steps'
+
+  def steps(task):
+    done = sorted(ran.get(task, ()))
+    if not done:
+      return f'{_online_budget(config, task, config.online_steps):,}'
+    return f'{done[0]:,}' if len(done) == 1 else f'{done[0]:,} to {done[-1]:,}'
+
+  paper_scale = dataclasses.replace(config, scale='paper', online_steps=0)
+  ours = '; '.join(f'{t}: episodes of {length(t)} steps, {steps(t)} online env steps'
                    for t in tasks)
   return (f'Our budgets: {ours}. The `paper` scale runs '
           f'{_online_budget(paper_scale, tasks[0], 0):,} online env steps per run.\n')
@@ -418,7 +427,7 @@ def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str
   md = results.to_markdown(table, kappas, config.methods, with_success=driving, failed=failed,
                            paper=theirs)
   if theirs:
-    md += '\n' + _budgets_against_paper(config, list(theirs))
+    md += '\n' + _budgets_against_paper(config, list(theirs), results.online_budgets(rows))
   for extra in (results.verdicts(rows, kappas), results.experts_markdown(rows, kappas)):
     md += '\n' + extra if extra else ''
   mixed = results.mixed_eval_sets(rows)
