@@ -6,6 +6,7 @@ lengths, and its bullet tasks may use other episode lengths than bullet-safety-g
 registrations, so a row of ours and the paper's are comparable in ranking, not in value.
 
   paper.table1('Car-Circle')['GOLD(DT-IQL)']  # {'reward': (688.3, 4.2), 'cost': (3.2, 1.5)}
+  paper.printed('Car-Gather')['GOLD(DT-IQL)']  # {'reward': '14.0 ± 1.98', 'cost': ...}
 """
 
 from typing import Dict, Optional, Tuple
@@ -46,22 +47,29 @@ def _parse(value: str) -> Tuple[float, Optional[float]]:
   return float(mean), float(std)
 
 
-def _parse_table() -> Dict[str, Dict[str, Dict[str, Tuple[float, Optional[float]]]]]:
-  table: Dict[str, Dict[str, Dict[str, Tuple[float, Optional[float]]]]] = {}
+def _cells() -> Dict[str, Dict[str, Dict[str, str]]]:
+  table: Dict[str, Dict[str, Dict[str, str]]] = {}
   for line in _TABLE1.strip().splitlines():
     task, metric, *values = (part.strip() for part in line.split('|'))
     if len(values) != len(METHODS):
       raise ValueError(f'paper Table I row {task} {metric} has {len(values)} values')
     cells = table.setdefault(task, {})
     for method, value in zip(METHODS, values):
-      cells.setdefault(method, {})[_METRICS[metric]] = _parse(value)
+      cells.setdefault(method, {})[_METRICS[metric]] = value
   return table
 
 
-TABLE1 = _parse_table()
+PRINTED = _cells()  # {task: {method: {metric: the cell as printed}}}.
+TABLE1 = {task: {method: {metric: _parse(value) for metric, value in cell.items()}
+                 for method, cell in cells.items()} for task, cells in PRINTED.items()}
 
 
 def table1(task: str) -> Optional[Dict[str, Dict[str, Tuple[float, Optional[float]]]]]:
   """The paper's cells of `task`: {method: {'reward' | 'cost' | 'success': (mean, std)}}
   (success as a fraction, its std None); None for a task the paper does not report."""
   return TABLE1.get(task)
+
+
+def printed(task: str) -> Optional[Dict[str, Dict[str, str]]]:
+  """The paper's cells of `task` as printed ('14.0 ± 1.98', '73%'), for tables."""
+  return PRINTED.get(task)

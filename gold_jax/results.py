@@ -74,9 +74,9 @@ def best_methods(cells: Mapping[str, Cell], kappa: float) -> Tuple[Optional[str]
 def to_markdown(table: Mapping[str, Mapping[str, Cell]], kappas: Mapping[str, float],
                 methods: Sequence[str] = METHODS, with_success: Sequence[str] = (),
                 failed: Mapping[str, str] = None,
-                paper: Mapping[str, Mapping[str, Mapping[str, Tuple]]] = None) -> str:
+                paper: Mapping[str, Mapping[str, Mapping[str, str]]] = None) -> str:
   """Markdown table: one row per (task, metric), one column per method. With `paper`
-  ({task: `gold_jax.paper.table1(task)`}), the paper's rows of a task follow ours."""
+  ({task: `gold_jax.paper.printed(task)`}), the paper's rows of a task follow ours."""
   out = io.StringIO()
   out.write('| task | κ | metric | ' + ' | '.join(methods) + ' |\n')
   out.write('|---|---|---|' + '---|' * len(methods) + '\n')
@@ -91,7 +91,7 @@ def to_markdown(table: Mapping[str, Mapping[str, Cell]], kappas: Mapping[str, fl
     theirs = (paper or {}).get(task)
     if theirs:
       for label, field, _ in metrics:
-        row = [_paper_cell(theirs.get(m, {}).get(field)) for m in methods]
+        row = [theirs.get(m, {}).get(field, '') for m in methods]
         out.write(f'| {task} (paper) | | {label} | ' + ' | '.join(row) + ' |\n')
   seeds = sorted({c.seeds for cells in table.values() for c in cells.values() if c.seeds})
   out.write(f'\nMean ± std over seeds (seeds per cell: {", ".join(map(str, seeds)) or "none"}). '
@@ -104,13 +104,6 @@ def to_markdown(table: Mapping[str, Mapping[str, Cell]], kappas: Mapping[str, fl
     for name, err in sorted(failed.items()):
       out.write(f'- `{name}`: {err}\n')
   return out.getvalue()
-
-
-def _paper_cell(value: Optional[Tuple[float, Optional[float]]]) -> str:
-  if value is None:
-    return ''
-  mean, std = value
-  return f'{100 * mean:.0f}%' if std is None else f'{mean:g} ± {std:g}'
 
 
 def to_csv(table: Mapping[str, Mapping[str, Cell]], path: str) -> None:

@@ -40,10 +40,11 @@ def test_paper_rows_follow_ours():
   assert paper.table1('Car-Race') is None
   table = {'Car-Gather': {'DT': _cell([3.0], [0.0])}, 'Car-Race': {'DT': _cell([1.0], [0.0])}}
   md = results.to_markdown(table, {'Car-Gather': 2.0, 'Car-Race': 2.0},
-                           paper={t: paper.table1(t) for t in table if paper.table1(t)})
+                           paper={t: paper.printed(t) for t in table if paper.printed(t)})
   lines = md.splitlines()
   ours = lines.index(next(l for l in lines if l.startswith('| Car-Gather | 2 | c')))
   assert lines[ours + 1].startswith('| Car-Gather (paper) | | r ↑ | 5.6 ± 2.31 | 7.1 ± 1.52 |')
+  assert lines[ours + 1].endswith('| 14.0 ± 1.98 |')  # As printed, trailing zero kept.
   assert lines[ours + 2].endswith('| 0.14 ± 0.04 |')
   assert 'Car-Race (paper)' not in md and 'Rows marked (paper)' in md
   assert 'Rows marked (paper)' not in results.to_markdown(table, {'Car-Gather': 2.0,

@@ -423,7 +423,7 @@ def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str
   table = results.table_from_rows(rows, config.tasks, config.methods)
   kappas = {t: envs.get_spec(t).cost_threshold for t in config.tasks}
   driving = [t for t in config.tasks if envs.get_spec(t).has_success and 'MetaDrive' in t]
-  theirs = {t: paper.table1(t) for t in config.tasks if paper.table1(t)}
+  theirs = {t: paper.printed(t) for t in config.tasks if paper.printed(t)}
   md = results.to_markdown(table, kappas, config.methods, with_success=driving, failed=failed,
                            paper=theirs)
   if theirs:
