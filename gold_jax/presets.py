@@ -19,7 +19,7 @@ pipeline, far from converged); `smoke` is the smallest setting that runs every s
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
-from gold_jax import configs, envs
+from gold_jax import configs, envs, scripted
 
 SCALES = ('smoke', 'laptop', 'long', 'paper')
 
@@ -48,8 +48,12 @@ def stages(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
     # 1000-step tasks (safety-gymnasium): a longer expert run, and fewer episodes per curve
     # point so that the 10 curve points do not cost more env steps than training.
     long = length >= 1000
+    # Tasks where SAC-Lagrangian finds no expert both safe and good at these budgets play a
+    # scripted one (`gold_jax.scripted`; docs/results/experts/variants/).
+    expert = 'scripted' if spec.name in scripted.TASKS else 'sac'
     return {
-        'collect': dict(expert_steps=60_000 if long else 40_000, hidden_dims=(64, 64),
+        'collect': dict(expert=expert, expert_steps=60_000 if long else 40_000,
+                        hidden_dims=(64, 64),
                         loop=dict(batch_size=128, utd=4.0, learning_starts=2_000),
                         log_every=10_000 if long else 4_000, episodes=20,
                         eval_every=10_000 if long else 5_000, eval_episodes=5 if long else 10,

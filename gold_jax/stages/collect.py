@@ -12,9 +12,11 @@ r"""Trains an expert with SAC-Lagrangian and records its demonstrations.
    Every `--eval_every` env steps, and at the end, the expert plays `--eval_episodes` validation
    episodes (`gold_jax.protocol.validation_seed`). The kept expert (`best_expert/`) is the
    validated checkpoint of highest reward among those with validation cost <= kappa, or, when
-   none is, the one of lowest cost. Its reward and cost on `--final_episodes` evaluation
-   episodes (`gold_jax.protocol.evaluation_seed`) go into summary.json (`expert_reward_mean`,
-   `expert_cost_mean`, `expert_safe`); an expert above kappa there prints a WARNING.
+   none is, the one of lowest cost. `--expert=scripted` skips training and plays the
+   hand-written controller of `gold_jax.scripted` (Point-Goal). The expert's reward and cost
+   on `--final_episodes` evaluation episodes (`gold_jax.protocol.evaluation_seed`) go into
+   summary.json (`expert_reward_mean`, `expert_cost_mean`, `expert_safe`); an expert above
+   kappa there prints a WARNING.
 2. The kept expert acts deterministically for `--episodes` episodes; a `--noise_fraction` of
    them are noisy (Gaussian action noise of `--noise_std`, or uniformly random actions) for
    robustness studies. They are written as a DSRL-layout dataset (`dataset.hdf5`) with a JSON
@@ -42,6 +44,7 @@ from gold_jax import export as export_lib
 from gold_jax import episodes as episodes_lib
 from gold_jax import jsrl
 from gold_jax import protocol
+from gold_jax import scripted
 from gold_jax import logger as logger_lib
 from gold_jax.agents import lagrange, sac
 from gold_jax.data.replay import ReplayBuffer
@@ -53,6 +56,7 @@ from gold_jax.loop import GuidedLoop, LoopCheckpoints, LoopConfig
 from gold_jax.policies import MLPPolicy, uncommitted
 
 NOISES = ('gaussian', 'random')
+EXPERTS = ('sac', 'scripted')
 DATASET_FORMATS = ('hdf5', 'npz')
 
 
@@ -86,6 +90,8 @@ class Config:
                                                      # env (held-out scenarios); None: env_options.
   expert_policy: str = ''  # An exported expert (a run's expert.npz): no training; the
                            # evaluation and demonstrations are played with it.
+  expert: str = 'sac'  # 'sac' (SAC-Lagrangian, trained here) or 'scripted' (`gold_jax.scripted`:
+                       # a hand-written controller, no training; Point-Goal only).
   seed: int = 0  # Seeds the expert, the envs and the noise.
   progress: bool = True  # Show tqdm progress bars.
   tensorboard: bool = True  # Also write TensorBoard events.
@@ -103,6 +109,13 @@ _RESUMABLE = ('episodes', 'noise_fraction', 'noise', 'noise_std', 'dataset_forma
 def validate(config: Config) -> None:
   """Raises ValueError for a flag that cannot work, before anything is built."""
   lagrange.validate(config.multiplier)
+  if config.expert not in EXPERTS:
+    raise ValueError(f'--expert must be one of {EXPERTS}, got {config.expert!r}')
+  if config.expert == 'scripted':
+    if config.expert_policy:
+      raise ValueError('--expert=scripted plays the scripted controller; it takes no '
+                       '--expert_policy')
+    scripted.policy(config.task)  # A task without a scripted expert fails here, by name.
   if config.noise not in NOISES:
     raise ValueError(f'--noise must be one of {NOISES}, got {config.noise!r}')
   if config.dataset_format not in DATASET_FORMATS:
@@ -341,7 +354,9 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
                            asynchronous=separate, **eval_options)
   try:
     start = time.perf_counter()
-    if config.expert_policy:
+    if config.expert == 'scripted':
+      act, validation = scripted.policy(config.task), {}
+    elif config.expert_policy:
       act, validation = load_expert(config.expert_policy, env)
     else:
       state, validation = train_expert(config, workdir, env, eval_env)
@@ -361,7 +376,8 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
   summary = {
       'task': meta['task'], 'dataset': dataset_path(workdir, config.dataset_format),
       'expert_steps': config.expert_steps, 'expert_seconds': train_seconds,
-      'expert_policy': config.expert_policy or expert_path(workdir),
+      'expert_policy': ('scripted' if config.expert == 'scripted'
+                        else config.expert_policy or expert_path(workdir)),
       'num_episodes': meta['num_episodes'], 'num_transitions': meta['num_transitions'],
       'lambda': validation.get('lambda'), 'cost_limit': kappa}
   # The demonstrations' own figures (clean episodes), then the kept expert's on the evaluation

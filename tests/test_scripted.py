@@ -1,0 +1,88 @@
+"""gold_jax.scripted: the lidar controller that stands in for a Point-Goal expert."""
+
+import os
+
+import chex
+import numpy as np
+import pytest
+
+from gold_jax import envs, errors, presets, scripted
+from gold_jax.stages import collect
+
+
+def _episode(env, act, seed):
+  obs, _ = env.reset(seed=seed)
+  reward = cost = 0.0
+  while True:
+    obs, r, c, terminated, truncated, _ = env.step(act(obs[None])[0])
+    reward, cost = reward + r, cost + c
+    if terminated or truncated:
+      return reward, cost
+
+
+def test_goal_lidar_decodes_to_the_goals_true_position():
+  env = envs.make('Point-Goal')
+  try:
+    sensors = scripted.layout(env)
+    task = env.env.unwrapped.task
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=3)
+    checked = 0
+    for _ in range(200):
+      ego = task._ego_xy(task.goal.pos[:2])  # pylint: disable=protected-access
+      found = scripted.locate(obs[sensors['goal_lidar']])
+      if np.hypot(*ego) < scripted.LIDAR_RANGE:
+        angle, distance = found
+        assert np.hypot(*ego) == pytest.approx(distance, abs=1e-4)
+        assert np.angle(np.exp(1j * (angle - np.arctan2(ego[1], ego[0])))) == pytest.approx(
+            0.0, abs=1e-4)
+        checked += 1
+      obs, *_ = env.step(rng.uniform(-1, 1, 2))
+  finally:
+    env.close()
+  assert checked > 100
+
+
+def test_scripted_expert_reaches_goals_within_the_budget():
+  # Training-range reset seeds (gold_jax.protocol): not the episodes any table reports.
+  env = envs.make('Point-Goal')
+  act = scripted.policy('Point-Goal')
+  rng = np.random.default_rng(0)
+  try:
+    actions = act(np.zeros((4, env.obs_dim), np.float32))
+    chex.assert_shape(actions, (4, 2))
+    chex.assert_type(actions, np.float32)
+    expert = np.array([_episode(env, act, 1000 + i) for i in range(3)])
+    randomly = np.array([_episode(env, lambda o: rng.uniform(-1, 1, (1, 2)), 1000 + i)
+                         for i in range(3)])
+  finally:
+    env.close()
+  assert expert[:, 0].mean() > randomly[:, 0].mean() + 5.0  # About 13 goal-reward points.
+  assert expert[:, 1].mean() <= envs.get_spec('Point-Goal').cost_threshold
+
+
+def test_tasks_without_a_scripted_expert_are_refused_by_name():
+  with pytest.raises(errors.TaskError, match='no scripted expert for Car-Circle.*Point-Goal'):
+    scripted.policy('Car-Circle')
+  with pytest.raises(ValueError, match='--expert must be one of'):
+    collect.validate(collect.Config(task='Point-Goal', expert='pid'))
+  with pytest.raises(ValueError, match='takes no --expert_policy'):
+    collect.validate(collect.Config(task='Point-Goal', expert='scripted',
+                                    expert_policy='expert.npz'))
+
+
+def test_collect_records_the_scripted_expert_without_training(tmp_path):
+  config = collect.Config(task='Point-Goal', expert='scripted', episodes=2, final_episodes=2,
+                          eval_episodes=2, max_episode_steps=30, progress=False,
+                          tensorboard=False)
+  summary = collect.run(config, str(tmp_path))
+  assert summary['expert_policy'] == 'scripted'
+  assert summary['num_transitions'] == 60 and summary['expert_eval_episodes'] == 2
+  assert os.path.exists(summary['dataset'])
+  assert not os.path.exists(os.path.join(str(tmp_path), 'best_expert'))  # Nothing trained.
+
+
+def test_laptop_preset_plays_the_scripted_expert_only_where_one_exists():
+  assert presets.stages('laptop', 'Point-Goal')['collect']['expert'] == 'scripted'
+  assert presets.stages('laptop', 'Car-Circle')['collect']['expert'] == 'sac'
+  assert presets.stages('laptop', 'Point-Button')['collect']['expert'] == 'sac'
