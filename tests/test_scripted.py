@@ -43,10 +43,11 @@ def test_goal_lidar_decodes_to_the_goals_true_position():
   assert checked > 100
 
 
-def test_scripted_expert_reaches_goals_within_the_budget():
+@pytest.mark.parametrize('task', scripted.SAFE_TASKS)
+def test_scripted_expert_reaches_goals_within_the_budget(task):
   # Training-range reset seeds (gold_jax.protocol): not the episodes any table reports.
-  env = envs.make('Point-Goal')
-  act = scripted.policy('Point-Goal')
+  env = envs.make(task)
+  act = scripted.policy(task)
   rng = np.random.default_rng(0)
   try:
     actions = act(np.zeros((4, env.obs_dim), np.float32))
@@ -58,7 +59,7 @@ def test_scripted_expert_reaches_goals_within_the_budget():
   finally:
     env.close()
   assert expert[:, 0].mean() > randomly[:, 0].mean() + 5.0  # About 13 goal-reward points.
-  assert expert[:, 1].mean() <= envs.get_spec('Point-Goal').cost_threshold
+  assert expert[:, 1].mean() <= envs.get_spec(task).cost_threshold
 
 
 def test_tasks_without_a_scripted_expert_are_refused_by_name():
@@ -85,4 +86,24 @@ def test_collect_records_the_scripted_expert_without_training(tmp_path):
 def test_laptop_preset_plays_the_scripted_expert_only_where_one_exists():
   assert presets.stages('laptop', 'Point-Goal')['collect']['expert'] == 'scripted'
   assert presets.stages('laptop', 'Car-Circle')['collect']['expert'] == 'sac'
+  assert presets.stages('laptop', 'Car-Goal')['collect']['expert'] == 'scripted'
   assert presets.stages('laptop', 'Point-Button')['collect']['expert'] == 'sac'
+
+
+def test_button_tasks_press_the_goal_button_not_the_others():
+  # The goal button, nearest in its bins, is no obstacle; a nearer wrong button in the same
+  # direction still is.
+  env = envs.make('Point-Button')
+  try:
+    controller = scripted.policy('Point-Button')
+    sensors = controller.sensors
+    obs = np.zeros(env.obs_dim, np.float32)
+    obs[sensors['goal_lidar']][[2, 3]] = [0.5, 0.25]
+    obs[sensors['buttons_lidar']][[2, 3]] = [0.5, 0.25]
+    points, _ = controller.obstacles(obs)
+    assert len(points) == 0
+    obs[sensors['buttons_lidar']][[2, 3]] = [0.8, 0.4]  # A wrong button in front of the goal.
+    points, _ = controller.obstacles(obs)
+    assert len(points) == 2
+  finally:
+    env.close()
