@@ -61,6 +61,29 @@ def test_report_of_a_method_subset_keeps_the_guide(sweep, tmp_path):
   assert '(c) reward or cost better than DT' in md
 
 
+def test_table_joins_the_rows_of_committed_runs_csv(sweep, tmp_path):
+  """A report over tasks run in other workdirs: their committed runs.csv rows fill the cells
+  this workdir lacks, and its own runs win where both have a cell."""
+  config, workdir, _ = sweep
+  other = str(tmp_path / 'other.csv')
+  theirs = [dict(row, task='Point-Goal', reward='12.5') for row in
+            results.read_runs_csv(os.path.join(workdir, 'runs.csv'))]
+  theirs.append(dict(theirs[0], task='Car-Circle', reward='-99'))  # Also run here: not used.
+  results.write_runs_csv(theirs, other)
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  joined = dataclasses.replace(config, tasks=('Car-Circle', 'Point-Goal'), report_only=True,
+                               runs_csv=(other,))
+  md = table1.run(joined, copy)['table']
+  rows = results.read_runs_csv(os.path.join(copy, 'runs.csv'))
+  assert len(rows) == 2 * len(theirs) - 2
+  assert {r['reward'] for r in rows if r['task'] == 'Point-Goal'} == {'12.5'}
+  assert '-99' not in {r['reward'] for r in rows}
+  assert '| Point-Goal (paper) |' in md and '12.50 ± 0.00' in md
+  with pytest.raises(ValueError, match='missing.csv: no such runs.csv'):
+    table1.run(dataclasses.replace(joined, runs_csv=(str(tmp_path / 'missing.csv'),)), copy)
+
+
 def test_committed_expert_policies_replace_training(sweep, tmp_path):
   config, workdir, _ = sweep
   exported = os.path.join(workdir, 'experts', 'Car-Circle_seed0.npz')

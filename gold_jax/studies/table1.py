@@ -16,7 +16,8 @@ Runs go to `<workdir>/<task>/seed<k>/<stage>/` and write `result.json` when they
 rerun only does what is missing (and each stage resumes from its own checkpoints). A failed run
 writes `error.txt`; the table is still produced from the finished runs, with the missing cells
 marked and the failed runs named. Outputs: table1.md, table1.csv, curves_<task>.png,
-latency.md, and a trajectory plot per Point/Car task.
+latency.md, and a trajectory plot per Point/Car task. `--runs_csv` adds the committed per-run
+rows of other sweeps, so one table spans tasks swept in different workdirs or sittings.
 
 Runs execute in a local process pool (`--workers`) or, with `--executor=ray`, as Ray tasks on a
 local Ray or a cluster (`--ray_address`), each with its resources and with the runs it waits
@@ -32,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 
-from gold_jax import configs, envs, files, paper, presets, protocol, results, sweep
+from gold_jax import configs, envs, errors, files, paper, presets, protocol, results, sweep
 from gold_jax.checkpoints import checkpoint_dir
 
 SCALES = presets.SCALES
@@ -65,6 +66,9 @@ class Config:
   online_steps: int = 0  # Online env steps of each IQL, CVPO and GOLD run; 0: the scale's. A
                          # sweep rerun with more extends its finished runs from their last
                          # checkpoint (the curriculum keeps the scale's stage lengths).
+  runs_csv: Tuple[str, ...] = ()  # runs.csv files of other sweeps (other sittings, workdirs or
+                                  # machines) whose rows join the table for the cells this
+                                  # workdir has not run; curves and latency come from its runs.
 
 
 def _done(path: str) -> Optional[Dict[str, Any]]:
@@ -413,10 +417,30 @@ def collect_results(config: Config, workdir: str):
   return rows, failed
 
 
+def with_committed_rows(rows: Sequence[Mapping[str, str]], paths: Sequence[str]
+                        ) -> List[Mapping[str, str]]:
+  """`rows`, then the rows of the runs.csv files at `paths` whose (task, method, seed) cell is
+  not among them (the first file that has a cell gives it)."""
+  out = list(rows)
+  have = {(r['task'], r['method'], int(r['seed'])) for r in out}
+  for path in paths:
+    if not os.path.isfile(path):
+      raise errors.DatasetError(f'{path}: no such runs.csv',
+                                hint='--runs_csv takes the runs.csv files of earlier sweeps')
+    for row in results.read_runs_csv(path):
+      key = (row['task'], row['method'], int(row['seed']))
+      if key not in have:
+        out.append(row)
+        have.add(key)
+  return out
+
+
 def write_report(config: Config, workdir: str, seconds: float = 0.0) -> Dict[str, Any]:
-  """runs.csv from the finished runs, then the table, experts and curves computed from it."""
+  """runs.csv from the finished runs (and the rows of `config.runs_csv` for the cells they
+  lack), then the table, experts and curves computed from it."""
   from gold_jax import plots
   rows, failed = collect_results(config, workdir)
+  rows = with_committed_rows(rows, config.runs_csv)
   runs_path = os.path.join(workdir, 'runs.csv')
   results.write_runs_csv(rows, runs_path)
   rows = results.read_runs_csv(runs_path)  # The tables come from the committed file.
