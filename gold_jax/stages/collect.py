@@ -397,10 +397,14 @@ def run(config: Config, workdir: str) -> Dict[str, Any]:
         f'{eval_set.episodes} evaluation episodes (kappa {kappa:g}); dataset '
         f'{summary["dataset"]}')
   if not summary['expert_safe']:
+    if config.expert == 'scripted':
+      why = f'the scripted expert is safe on {", ".join(scripted.SAFE_TASKS)} only'
+    else:
+      why = (f'validation cost {validation.get("validation/cost_mean", float("nan")):.2f}; '
+             'train longer or lower --multiplier.cost_target')
     message = (f'WARNING: the expert on {meta["task"]} is NOT SAFE: mean cost '
                f'{final["expert_cost_mean"]:.2f} > kappa {kappa:g} on the evaluation episodes '
-               f'(validation cost {validation.get("validation/cost_mean", float("nan")):.2f}); '
-               'train longer or lower --multiplier.cost_target')
+               f'({why})')
     logging.warning(message)
     print(message)
   return summary
