@@ -27,6 +27,7 @@ import os
 import sys
 import textwrap
 import threading
+import time
 import tokenize
 import traceback
 import types
@@ -148,9 +149,23 @@ def _field_default(field, instance=None) -> Any:
   return dataclasses.MISSING
 
 
+def _class_source(cls) -> str:
+  """`cls`'s source. CPython 3.11 before 3.11.8 can fail to parse a module's AST with
+  `SystemError: AST constructor recursion depth mismatch` while another thread also works on
+  ASTs (python/cpython#106905); that race is retried."""
+  for attempt in range(3):
+    try:
+      return inspect.getsource(cls)
+    except SystemError:
+      if attempt == 2:
+        raise
+      time.sleep(0.05)
+  raise AssertionError('unreachable')
+
+
 def _class_comments(cls) -> Dict[str, str]:
   try:
-    source = textwrap.dedent(inspect.getsource(cls))
+    source = textwrap.dedent(_class_source(cls))
   except (OSError, TypeError):  # No source (a class made in a REPL or by exec).
     return {}
   comments: Dict[str, list] = {}

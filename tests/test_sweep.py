@@ -113,7 +113,9 @@ def test_ray_sweep_survives_a_dead_worker(local_ray, tmp_path, monkeypatch):
   del local_ray
   marker = tmp_path / 'died_once'
   victim = 'Car-Circle/seed0/expert'  # The DT guide waits for its retry.
-  monkeypatch.setenv(sweep.CRASH_ENV, f'{victim}|4|{marker}')
+  # Killed 1 s into the run: before it can finish (building its env and compiling SAC take
+  # longer), however fast the machine.
+  monkeypatch.setenv(sweep.CRASH_ENV, f'{victim}|1|{marker}')
   config = table1.Config(methods=('DT',), **SMOKE)
   workdir = tmp_path / 'sweep'
   out = table1.run(config, str(workdir))
