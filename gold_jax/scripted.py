@@ -43,7 +43,7 @@ from gold_jax import errors
 TASKS = ('Point-Goal', 'Car-Goal', 'Point-Button', 'Car-Button')
 # Of those, where it is safe (mean cost <= kappa) and reaches goals: the `laptop` preset plays it
 # there (`gold_jax.presets`). On the Button tasks it presses the right buttons, but the gremlins,
-# which circle through its path, and the wrong buttons cost 100-200 per episode (kappa 25).
+# which circle through its path, and the wrong buttons cost 90-150 per episode (kappa 25).
 SAFE_TASKS = ('Point-Goal', 'Car-Goal')
 
 BINS = 16  # safety-gymnasium's lidar bins (LidarConf.num_bins).
@@ -73,8 +73,8 @@ class Robot:
 # Point drives along its x axis, Car along its -y axis; Car's left wheel faster turns it
 # counter-clockwise. Both saturate early (Point's thrust at |ctrl| 0.05, Car's wheels at 0.02:
 # their force ranges), so the speed loop acts on them as a bang-bang controller with a small
-# dead band. (Scaling the commands to those ranges changed little on Car-Goal, and made Point
-# slower and safer: 8.5 reward at cost 0 against 11.2 at cost 9.7 on the tuning episodes.)
+# dead band. (Scaling the commands to those ranges was tried on the tuning episodes: it changed
+# little on Car-Goal, and made Point slower and safer.)
 ROBOTS = {'Point': Robot(forward=0.0, wheels=False),
           'Car': Robot(forward=-np.pi / 2, wheels=True)}
 
@@ -191,15 +191,22 @@ class GoalController:
     return robot.actuate(forward, np.clip(g.kt * error, -1.0, 1.0))
 
 
-def policy(task: str, gains: Gains = Gains()) -> Callable[[np.ndarray], np.ndarray]:
-  """The scripted expert of `task` (one of `TASKS`): act(obs (n, obs_dim)) -> (n, act_dim).
-  It is checked to be safe only on `SAFE_TASKS`."""
+def check_task(task: str) -> str:
+  """The task name of `task`; a TaskError if it has no scripted expert."""
   from gold_jax import envs  # pylint: disable=import-outside-toplevel
   name = envs.get_spec(task).name
   if name not in TASKS:
     raise errors.TaskError(f'no scripted expert for {name}; scripted experts exist for '
                            f'{", ".join(TASKS)}',
                            hint='train one with SAC-Lagrangian instead (--expert=sac)')
+  return name
+
+
+def policy(task: str, gains: Gains = Gains()) -> Callable[[np.ndarray], np.ndarray]:
+  """The scripted expert of `task` (one of `TASKS`): act(obs (n, obs_dim)) -> (n, act_dim).
+  It is checked to be safe only on `SAFE_TASKS`."""
+  from gold_jax import envs  # pylint: disable=import-outside-toplevel
+  name = check_task(task)
   env = envs.make(name)
   try:
     return GoalController(layout(env), ROBOTS[name.split('-')[0]], gains)

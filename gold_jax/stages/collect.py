@@ -115,7 +115,7 @@ def validate(config: Config) -> None:
     if config.expert_policy:
       raise ValueError('--expert=scripted plays the scripted controller; it takes no '
                        '--expert_policy')
-    scripted.policy(config.task)  # A task without a scripted expert fails here, by name.
+    scripted.check_task(config.task)  # A task without a scripted expert fails here, by name.
   if config.noise not in NOISES:
     raise ValueError(f'--noise must be one of {NOISES}, got {config.noise!r}')
   if config.dataset_format not in DATASET_FORMATS:
