@@ -16,6 +16,8 @@ How it acts, every step:
    next bin, where `alias` is the object's position inside its bin. The goal's lidar (in Button
    tasks: the button to press) thus gives its exact angle and distance. Every lit bin of the
    other lidars (hazards, vases, gremlins, buttons other than the goal) gives one obstacle point.
+   A gremlin's radius is grown by `gremlin_reach`, since it moves. When the goal is out of
+   lidar range, a Button task heads for the buttons' centroid (the goal is one of them).
 2. **Heading.** Among 72 candidate headings, the one closest to the goal whose straight segment
    (up to `look` m, ending `reach_goal` short of the goal) keeps `margin` from every obstacle;
    if none points within 90° of the goal, those keeping `tight`; if no heading keeps that, the
@@ -24,10 +26,12 @@ How it acts, every step:
    `kv`·(target − speed measured by the velocimeter).
 4. **Turn.** `kt`·heading error; `Robot.actuate` maps (speed, turn) commands to Point's
    (thrust, turn rate) or Car's two wheels.
+5. **After a press** (Button tasks), while the env resamples the buttons: back off at
+   `back_off`, since the pressed button is a wrong one once the buttons are live again.
 
-The gains were chosen on Point-Goal episodes of the training range of reset seeds (1000–1009),
-never on the evaluation or demonstration episodes of `gold_jax.protocol`, and are the same for
-every task and robot.
+The gains were chosen on Point-Goal episodes (the Button-only ones on Point-Button episodes) of
+the training range of reset seeds (1000–1009), never on the evaluation or demonstration episodes
+of `gold_jax.protocol`, and are the same for every task and robot.
 
     act = scripted.policy('Point-Goal')   # act(obs (n, 60)) -> actions (n, 2)
 """
@@ -42,9 +46,9 @@ from gold_jax import errors
 # press) around every obstacle the env's lidars show.
 TASKS = ('Point-Goal', 'Car-Goal', 'Point-Button', 'Car-Button')
 # Of those, where it is safe (mean cost <= kappa) and reaches goals: the `laptop` preset plays it
-# there (`gold_jax.presets`). On the Button tasks it presses the right buttons, but the gremlins,
-# which circle through its path, and the wrong buttons cost 90-150 per episode (kappa 25).
-SAFE_TASKS = ('Point-Goal', 'Car-Goal')
+# there (`gold_jax.presets`). On Car-Button the gremlins, which circle through its path, and the
+# wrong buttons still cost about 90 per episode on training episodes (kappa 25).
+SAFE_TASKS = ('Point-Goal', 'Car-Goal', 'Point-Button')
 
 BINS = 16  # safety-gymnasium's lidar bins (LidarConf.num_bins).
 BIN = 2 * np.pi / BINS
@@ -54,6 +58,7 @@ HEADINGS = np.linspace(-np.pi, np.pi, 72, endpoint=False)
 # and a button other than the goal costs when pressed.
 OBSTACLES = (('hazards_lidar', 0.2), ('vases_lidar', 0.1), ('gremlins_lidar', 0.1),
              ('buttons_lidar', 0.1))
+GREMLIN_TRAVEL = 0.35  # Radius (m) of the circle a Button-1 gremlin runs round, at 1 rad/s.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +93,12 @@ class Gains:
   top_speed: float = 0.7  # Target forward speed (m/s) when heading straight at the target.
   kv: float = 2.0  # Forward command per m/s of speed error.
   kt: float = 4.0  # Turn command per radian of heading error.
+  # Added to a gremlin's radius: it moves, so keep clear of where it may be within about a
+  # second (its travel), not only of where it is.
+  gremlin_reach: float = GREMLIN_TRAVEL
+  # Forward command (backwards) while the buttons are resampled after a press: the pressed button
+  # is then one of the wrong ones, and touching it costs once the buttons are live again.
+  back_off: float = 1.0
 
 
 def layout(env) -> Dict[str, slice]:
@@ -166,16 +177,36 @@ class GoalController:
       if name == 'buttons_lidar':  # Bins where the goal button is the nearest button.
         goal_lidar = obs[self.sensors['goal_lidar']]
         lidar = np.where((goal_lidar > 0) & np.isclose(lidar, goal_lidar), 0.0, lidar)
+      if name == 'gremlins_lidar':
+        radius += self.gains.gremlin_reach
       p, r = obstacle_points(lidar, radius)
       points.append(p)
       radii.append(r)
     return np.concatenate(points), np.concatenate(radii)
 
+  def resampling(self, obs: np.ndarray) -> bool:
+    """Whether the buttons are being resampled after a press (Button tasks): the env then
+    blanks the buttons lidar for 10 steps; otherwise it shows the goal button whenever the goal
+    lidar does."""
+    return ('buttons_lidar' in self.sensors and not obs[self.sensors['buttons_lidar']].any()
+            and obs[self.sensors['goal_lidar']].any())
+
   def act(self, obs: np.ndarray) -> np.ndarray:
     g, robot = self.gains, self.robot
+    if self.resampling(obs):
+      return robot.actuate(-g.back_off, 0.0)
     goal = locate(obs[self.sensors['goal_lidar']])
-    goal_angle, goal_distance = goal if goal is not None else (robot.forward, g.look)
     points, radii = self.obstacles(obs)
+    if goal is not None:
+      goal_angle, goal_distance = goal
+    elif 'buttons_lidar' in self.sensors:  # Out of lidar range, but one of the buttons.
+      buttons, _ = obstacle_points(obs[self.sensors['buttons_lidar']], 0.0)
+      if not len(buttons):  # No button in range: turn on the spot until one is.
+        return robot.actuate(0.0, 1.0)
+      centre = buttons.mean(axis=0)
+      goal_angle, goal_distance = float(np.arctan2(centre[1], centre[0])), g.look
+    else:  # Out of lidar range: drive on.
+      goal_angle, goal_distance = robot.forward, g.look
     clear = clearance(points, radii, HEADINGS,
                       max(min(goal_distance - g.reach_goal, g.look), 0.05))
     towards = np.cos(HEADINGS - goal_angle)

@@ -13,10 +13,10 @@ r"""Trains an expert with SAC-Lagrangian and records its demonstrations.
    episodes (`gold_jax.protocol.validation_seed`). The kept expert (`best_expert/`) is the
    validated checkpoint of highest reward among those with validation cost <= kappa, or, when
    none is, the one of lowest cost. `--expert=scripted` skips training and plays the
-   hand-written controller of `gold_jax.scripted` (Point-Goal). The expert's reward and cost
-   on `--final_episodes` evaluation episodes (`gold_jax.protocol.evaluation_seed`) go into
-   summary.json (`expert_reward_mean`, `expert_cost_mean`, `expert_safe`); an expert above
-   kappa there prints a WARNING.
+   hand-written controller of `gold_jax.scripted` (Goal and Button tasks). The expert's reward
+   and cost on `--final_episodes` evaluation episodes (`gold_jax.protocol.evaluation_seed`) go
+   into summary.json (`expert_reward_mean`, `expert_cost_mean`, `expert_safe`); an expert
+   above kappa there prints a WARNING.
 2. The kept expert acts deterministically for `--episodes` episodes; a `--noise_fraction` of
    them are noisy (Gaussian action noise of `--noise_std`, or uniformly random actions) for
    robustness studies. They are written as a DSRL-layout dataset (`dataset.hdf5`) with a JSON
