@@ -50,7 +50,7 @@ def stages(scale: str, task: str) -> Dict[str, Dict[str, Any]]:
     long = length >= 1000
     # Tasks where SAC-Lagrangian finds no expert both safe and good at these budgets play a
     # scripted one (`gold_jax.scripted`; docs/results/experts/variants/).
-    expert = 'scripted' if spec.name in scripted.SAFE_TASKS else 'sac'
+    expert = 'scripted' if spec.name in scripted.PRESET_TASKS else 'sac'
     return {
         'collect': dict(expert=expert, expert_steps=60_000 if long else 40_000,
                         hidden_dims=(64, 64),
