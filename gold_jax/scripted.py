@@ -157,6 +157,26 @@ def clearance(points: np.ndarray, radii: np.ndarray, headings: np.ndarray,
   return (np.sqrt(dx * dx + dy * dy) - radii[None]).min(axis=1)
 
 
+def wrap(angle: float) -> float:
+  """`angle` in (-π, π]."""
+  return float(np.angle(np.exp(1j * angle)))
+
+
+def drive(robot: Robot, velocimeter: np.ndarray, heading: float, top_speed: float, kv: float,
+          kt: float, reverse: bool = False) -> np.ndarray:
+  """The action that drives `robot` along `heading` (rad, lidar frame): forward speed
+  `top_speed`·cos²(heading error) held by feedback (`kv` per m/s) on the velocimeter, turn
+  `kt`·heading error. `reverse`: back up instead where the heading lies behind."""
+  error = wrap(heading - robot.forward)
+  speed = float(velocimeter[:2] @ np.array([np.cos(robot.forward), np.sin(robot.forward)]))
+  sign = 1.0
+  if reverse and np.cos(error) < -0.2:
+    error, sign = wrap(error - np.pi), -1.0
+  target = sign * top_speed * max(np.cos(error), 0.0) ** 2
+  forward = np.clip(kv * (target - speed), -1.0, 1.0)
+  return robot.actuate(forward, np.clip(kt * error, -1.0, 1.0))
+
+
 class GoalController:
   """Drives `robot` to the goal around the obstacles; `__call__(obs (n, d)) -> actions (n, 2)`."""
 
@@ -219,12 +239,7 @@ class GoalController:
     if not (ok & (towards > 0)).any():
       ok = clear > g.tight
     heading = HEADINGS[np.argmax(np.where(ok, towards, clear - 10.0))]
-    error = float(np.angle(np.exp(1j * (heading - robot.forward))))
-    velocity = obs[self.sensors['velocimeter']][:2]
-    speed = float(velocity @ np.array([np.cos(robot.forward), np.sin(robot.forward)]))
-    target = g.top_speed * max(np.cos(error), 0.0) ** 2
-    forward = np.clip(g.kv * (target - speed), -1.0, 1.0)
-    return robot.actuate(forward, np.clip(g.kt * error, -1.0, 1.0))
+    return drive(robot, obs[self.sensors['velocimeter']], heading, g.top_speed, g.kv, g.kt)
 
 
 def check_task(task: str) -> str:

@@ -85,11 +85,6 @@ def path_clearance(points, radii, centre, headings, back, ahead):
   return (np.linalg.norm(d, axis=-1) - radii[None]).min(axis=1)
 
 
-def wrap(a):
-  """The angle a in (-π, π]."""
-  return float(np.angle(np.exp(1j * a)))
-
-
 @dataclasses.dataclass(frozen=True)
 class Geometry:
   box: float  # Box half extent (m): the box is a cube of half size s with four cubes of half
@@ -187,7 +182,7 @@ class PushController:
     d_box = float(np.linalg.norm(b))
     bearing = np.arctan2(b[1], b[0])
     u_angle = np.arctan2(u[1], u[0])
-    misalign = wrap(u_angle - bearing)  # Angle from robot->box to u.
+    misalign = scripted.wrap(u_angle - bearing)  # Angle from robot->box to u.
     contact = geo.box + geo.front
     ring = geo.box * 1.41 + geo.body + g.box_margin  # Orbit radius around the box.
     # Cone of pushing: wider in contact than at the ring.
@@ -204,7 +199,7 @@ class PushController:
     # Orbit: waypoint on the ring, at most `step` rad around the box from the robot's side.
     phi_r = np.arctan2(-b[1], -b[0])  # Robot's polar angle about the box.
     phi_t = np.arctan2(-u[1], -u[0])
-    dphi = wrap(phi_t - phi_r)
+    dphi = scripted.wrap(phi_t - phi_r)
     if d_box > ring + g.far:  # Far: aim at the behind point directly.
       p = b - u * (contact + g.behind_extra)
     else:
@@ -215,17 +210,9 @@ class PushController:
     return self.navigate(obs, b, hazard_clear, pillar_clear, box, p)
 
   def drive(self, obs, heading, speed_cap, reverse=False):
-    g, robot = self.gains, self.robot
-    error = wrap(heading - robot.forward)
-    velocity = obs[self.sensors['velocimeter']][:2]
-    speed = float(velocity @ np.array([np.cos(robot.forward), np.sin(robot.forward)]))
-    if reverse and np.cos(error) < -0.2:  # Back up towards `heading`.
-      error = wrap(error - np.pi)
-      target = -speed_cap * max(np.cos(error), 0.0) ** 2
-    else:
-      target = speed_cap * max(np.cos(error), 0.0) ** 2
-    forward = np.clip(g.kv * (target - speed), -1.0, 1.0)
-    return robot.actuate(forward, np.clip(g.kt * error, -1.0, 1.0))
+    g = self.gains
+    return scripted.drive(self.robot, obs[self.sensors['velocimeter']], heading, speed_cap,
+                          g.kv, g.kt, reverse)
 
   def navigate(self, obs, b, hazard_clear, pillar_clear, box, p):
     g, geo = self.gains, self.geo
