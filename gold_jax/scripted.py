@@ -35,8 +35,9 @@ of `gold_jax.protocol`, and are the same for every task and robot.
 
     act = scripted.policy('Point-Goal')   # act(obs (n, 60)) -> actions (n, 2)
 """
+import collections
 import dataclasses
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -104,6 +105,8 @@ class Gains:
   # Forward command (backwards) while the buttons are resampled after a press: the pressed button
   # is then one of the wrong ones, and touching it costs once the buttons are live again.
   back_off: float = 1.0
+  # When the goal button is out of lidar range, head for the buttons' centroid (else drive on).
+  seek_buttons: bool = True
 
 
 def layout(env) -> Dict[str, slice]:
@@ -218,13 +221,13 @@ class GoalController:
 
   def act(self, obs: np.ndarray) -> np.ndarray:
     g, robot = self.gains, self.robot
-    if self.resampling(obs):
+    if g.back_off and self.resampling(obs):
       return robot.actuate(-g.back_off, 0.0)
     goal = locate(obs[self.sensors['goal_lidar']])
     points, radii = self.obstacles(obs)
     if goal is not None:
       goal_angle, goal_distance = goal
-    elif 'buttons_lidar' in self.sensors:  # Out of lidar range, but one of the buttons.
+    elif g.seek_buttons and 'buttons_lidar' in self.sensors:  # Out of range: one of the buttons.
       buttons, _ = obstacle_points(obs[self.sensors['buttons_lidar']], 0.0)
       if not len(buttons):  # No button in range: turn on the spot until one is.
         return robot.actuate(0.0, 1.0)
@@ -267,3 +270,36 @@ def policy(task: str, gains: Gains = Gains()) -> Callable[[np.ndarray], np.ndarr
     return GoalController(layout(env), ROBOTS[robot], gains)
   finally:
     env.close()
+
+
+def episodes(task: str, num_episodes: int, first_seed: int, gains: Gains = Gains(),
+             random: bool = False) -> List[Dict[str, float]]:
+  """Plays `task`'s scripted expert (or, `random`, uniform random actions) on training-range
+  episodes (reset seeds `first_seed` + i, below `gold_jax.protocol.EVALUATION_BASE`: the other
+  roles' episodes are not for tuning). Per episode: seed, reward, cost, goals reached and the
+  env's cost by source (`cost_hazards`, `cost_gremlins`, ...)."""
+  from gold_jax import envs, protocol  # pylint: disable=import-outside-toplevel
+  if first_seed < 0 or first_seed + num_episodes > protocol.EVALUATION_BASE:
+    raise ValueError(f'reset seeds {first_seed}..{first_seed + num_episodes - 1} leave the '
+                     f'training range [0, {protocol.EVALUATION_BASE}): the evaluation, '
+                     'demonstration and validation episodes are not for tuning')
+  act = policy(task, gains)
+  rng = np.random.default_rng(first_seed)
+  rows = []
+  with envs.make(task) as env:
+    for i in range(num_episodes):
+      obs, _ = env.reset(seed=first_seed + i)
+      row = collections.Counter(seed=first_seed + i)
+      while True:
+        action = rng.uniform(-1, 1, env.act_dim) if random else act(obs[None])[0]
+        obs, reward, cost, terminated, truncated, info = env.step(action)
+        row['reward'] += reward
+        row['cost'] += cost
+        row['goals'] += bool(info.get('goal_met', False))
+        for key, value in info.items():
+          if key.startswith('cost_') and key != 'cost_sum' and np.isscalar(value):
+            row[key] += float(value)
+        if terminated or truncated:
+          break
+      rows.append(dict(row))
+  return rows

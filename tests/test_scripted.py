@@ -2,12 +2,15 @@
 
 import os
 
+from absl import app
 import chex
 import numpy as np
 import pytest
 
-from gold_jax import envs, errors, presets, scripted, scripted_push
+from experiments import scripted_episodes
+from gold_jax import envs, errors, presets, protocol, scripted, scripted_push
 from gold_jax.stages import collect
+from launcher_checks import parsed_flags
 
 
 def _episode(env, act, seed):
@@ -155,3 +158,24 @@ def test_push_hazard_lidar_decodes_to_the_hazards_true_positions():
   # Exact for a hazard alone in its bins; where two share bins, a point may be off (here by up
   # to 0.23 m), or a phantom added, but every hazard is found within its radius.
   assert np.median(misses) < 1e-3 and max(misses) < scripted_push.HAZARD_RADIUS
+
+
+def test_episodes_split_the_cost_by_source_and_refuse_evaluation_seeds():
+  rows = scripted.episodes('Point-Button', 1, 1000)
+  assert rows[0]['seed'] == 1000 and rows[0]['goals'] >= 1
+  assert {'cost_buttons', 'cost_gremlins', 'cost_hazards'} <= set(rows[0])
+  assert rows[0]['cost'] <= sum(v for k, v in rows[0].items() if k.startswith('cost_'))
+  with pytest.raises(ValueError, match='not for tuning'):
+    scripted.episodes('Point-Button', 2, protocol.EVALUATION_BASE - 1)
+
+
+def test_scripted_episodes_launcher_prints_the_means(capsys):
+  argv = ['scripted_episodes', '--task=Car-Push', '--episodes=1', '--random']
+  with parsed_flags(scripted_episodes.define_flags, argv):
+    scripted_episodes.main(argv[:1])
+  out = capsys.readouterr().out
+  assert out.splitlines()[-1].startswith('mean ') and 'cost_hazards' in out
+  argv = ['scripted_episodes', '--task=Car-Circle']
+  with parsed_flags(scripted_episodes.define_flags, argv):
+    with pytest.raises(app.UsageError, match='no scripted expert for Car-Circle'):
+      scripted_episodes.main(argv[:1])
