@@ -100,7 +100,7 @@ GEOMETRY = {'Point': Geometry(box=0.3, front=0.15, body=0.12),
 @dataclasses.dataclass(frozen=True)
 class PushGains:
   hazard_margin: float = 0.25  # Robot centre keeps this from a hazard's edge.
-  hazard_tight: float = 0.15
+  hazard_tight: float = 0.15  # The smaller clearance accepted when no heading keeps that.
   pillar_margin: float = 0.05  # ... beyond its body radius from the pillar.
   box_margin: float = 0.06  # ... beyond its body radius from the box's circumcircle (approach).
   behind_extra: float = 0.12  # P lies box + front + this behind the box centre.
@@ -112,14 +112,14 @@ class PushGains:
   push_check: float = 0.3  # While pushing, the next this many m must keep off hazards.
   far: float = 0.6  # Beyond ring + far from the box, drive straight to the behind point.
   step: float = 0.8  # Orbit waypoints lie at most this far round the box (rad).
-  look: float = 1.0
+  look: float = 1.0  # Length (m) of the segment checked along a heading.
   box_look: float = 1.0  # Box path segment checked (m).
   box_hazard_margin: float = 0.15  # Box path keeps this from hazard edges.
   k_push: float = 1.5  # Heading correction per rad of misalignment while pushing.
-  top_speed: float = 0.7
-  push_speed: float = 0.5
-  kv: float = 4.0
-  kt: float = 4.0
+  top_speed: float = 0.7  # Target speed (m/s) on the way to the box.
+  push_speed: float = 0.5  # ... and while pushing it.
+  kv: float = 4.0  # Forward command per m/s of speed error (`scripted.drive`).
+  kt: float = 4.0  # Turn command per radian of heading error.
 
 
 class PushController:
