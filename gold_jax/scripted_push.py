@@ -21,7 +21,7 @@ lidars alias into both neighbouring bins, so `decode` peels objects off instead 
 one point per lit bin (those phantom points made the chosen box path flip from step to step).
 Gains: chosen on the training range of reset seeds (1000-1009) only, one set for both robots.
 There (10 episodes each): Point-Push reward 3.2 at cost 0, Car-Push 5.3 at cost 0; a random
-policy earns -0.4 and -1.7.
+policy earns 0.2 and -2.6 (`experiments.scripted_episodes`).
 
     act = scripted.policy('Car-Push')   # act(obs (n, 60+)) -> actions (n, 2)
 """
