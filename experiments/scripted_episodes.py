@@ -2,13 +2,13 @@ r"""Plays a scripted expert (`gold_jax.scripted`) on training-range episodes, wi
 split by source: the measurements behind its gains (docs/results/experts/scripted.md).
 
   python -m experiments.scripted_episodes --task=Point-Button --episodes=10
-  python -m experiments.scripted_episodes --task=Point-Button --episodes=5 --back_off=0 \
-      --gremlin_reach=0 --noseek_buttons          # the Goal controller as it is on Goal tasks
+  python -m experiments.scripted_episodes --task=Point-Button --episodes=5 \
+      --gains=back_off=0,gremlin_reach=0,seek_buttons=false  # the controller of the Goal tasks
   python -m experiments.scripted_episodes --task=Car-Push --episodes=3 --random
 
 Episode i resets with seed `--first_seed` + i. Seeds from 10^9 up belong to the evaluation,
 demonstration and validation episodes of `gold_jax.protocol`, which tuning must not see: they
-are refused. The gain flags act on the Goal and Button controller only.
+are refused. `--gains` acts on the Goal and Button controller only.
 """
 
 import dataclasses
@@ -27,10 +27,27 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('first_seed', 1000, 'Reset seed of the first episode (training range).',
                        **kw)
   flags.DEFINE_bool('random', False, 'Play uniformly random actions instead, for scale.', **kw)
-  defaults = scripted.Gains()
-  flags.DEFINE_float('gremlin_reach', defaults.gremlin_reach, 'Gains.gremlin_reach (m).', **kw)
-  flags.DEFINE_float('back_off', defaults.back_off, 'Gains.back_off; 0 stays put.', **kw)
-  flags.DEFINE_bool('seek_buttons', defaults.seek_buttons, 'Gains.seek_buttons.', **kw)
+  flags.DEFINE_list('gains', [], 'Overrides of gold_jax.scripted.Gains (Goal and Button '
+                    'controller), as name=value: --gains=gremlin_reach=0,seek_buttons=false.',
+                    **kw)
+
+
+def parse_gains(overrides) -> scripted.Gains:
+  """`scripted.Gains` with `name=value` overrides; a clear error for an unknown name."""
+  fields = {f.name: f.type for f in dataclasses.fields(scripted.Gains)}
+  values = {}
+  for item in overrides:
+    name, _, value = item.partition('=')
+    if name not in fields or not value:
+      raise ValueError(f'--gains: {item!r} is not name=value with name one of '
+                       f'{", ".join(fields)}')
+    if fields[name] in (bool, 'bool'):
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(f'--gains: {name} takes true or false, not {value!r}')
+      values[name] = value.lower() in ('true', '1')
+    else:
+      values[name] = float(value)
+  return scripted.Gains(**values)
 
 
 def main(argv) -> None:
@@ -39,8 +56,7 @@ def main(argv) -> None:
   fv = flags.FLAGS
   try:
     scripted.check_task(fv.task)
-    gains = dataclasses.replace(scripted.Gains(), gremlin_reach=fv.gremlin_reach,
-                                back_off=fv.back_off, seek_buttons=fv.seek_buttons)
+    gains = parse_gains(fv.gains)
     rows = scripted.episodes(fv.task, fv.episodes, fv.first_seed, gains, fv.random)
   except (errors.TaskError, ValueError) as e:
     raise app.UsageError(str(e)) from e

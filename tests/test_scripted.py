@@ -175,7 +175,12 @@ def test_scripted_episodes_launcher_prints_the_means(capsys):
     scripted_episodes.main(argv[:1])
   out = capsys.readouterr().out
   assert out.splitlines()[-1].startswith('mean ') and 'cost_hazards' in out
-  argv = ['scripted_episodes', '--task=Car-Circle']
-  with parsed_flags(scripted_episodes.define_flags, argv):
-    with pytest.raises(app.UsageError, match='no scripted expert for Car-Circle'):
-      scripted_episodes.main(argv[:1])
+  for bad, words in ((['--task=Car-Circle'], 'no scripted expert for Car-Circle'),
+                     (['--gains=reach=1'], "'reach=1' is not name=value"),
+                     (['--gains=seek_buttons=2'], 'seek_buttons takes true or false')):
+    argv = ['scripted_episodes'] + bad
+    with parsed_flags(scripted_episodes.define_flags, argv):
+      with pytest.raises(app.UsageError, match=words):
+        scripted_episodes.main(argv[:1])
+  gains = scripted_episodes.parse_gains(['gremlin_reach=0', 'seek_buttons=false'])
+  assert gains.gremlin_reach == 0.0 and gains.seek_buttons is False and gains.margin == 0.2
