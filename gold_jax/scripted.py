@@ -107,6 +107,9 @@ class Gains:
   back_off: float = 1.0
   # When the goal button is out of lidar range, head for the buttons' centroid (else drive on).
   seek_buttons: bool = True
+  # Nearer than this (m) to an obstacle's edge, drive straight away from it along the body
+  # instead of steering (0: never). Tried on Car-Button (docs/results/experts/scripted.md).
+  escape: float = 0.0
 
 
 def layout(env) -> Dict[str, slice]:
@@ -225,6 +228,11 @@ class GoalController:
       return robot.actuate(-g.back_off, 0.0)
     goal = locate(obs[self.sensors['goal_lidar']])
     points, radii = self.obstacles(obs)
+    if g.escape and len(points):
+      edge = np.hypot(points[:, 0], points[:, 1]) - radii
+      if edge.min() < g.escape:  # Too close to turn: straight away from it, along the body.
+        ahead = points[np.argmin(edge)] @ np.array([np.cos(robot.forward), np.sin(robot.forward)])
+        return robot.actuate(-1.0 if ahead > 0 else 1.0, 0.0)
     if goal is not None:
       goal_angle, goal_distance = goal
     elif g.seek_buttons and 'buttons_lidar' in self.sensors:  # Out of range: one of the buttons.

@@ -184,3 +184,21 @@ def test_scripted_episodes_launcher_prints_the_means(capsys):
         scripted_episodes.main(argv[:1])
   gains = scripted_episodes.parse_gains(['gremlin_reach=0', 'seek_buttons=false'])
   assert gains.gremlin_reach == 0.0 and gains.seek_buttons is False and gains.margin == 0.2
+
+
+def test_escape_drives_straight_away_from_a_near_obstacle():
+  env = envs.make('Car-Button')
+  try:
+    sensors = scripted.layout(env)
+    obs = np.zeros(env.obs_dim, np.float32)
+    obs[sensors['goal_lidar']][[4, 5]] = [0.5, 0.25]  # The goal to the left, 1.5 m off.
+    obs[sensors['buttons_lidar']][[4, 5]] = [0.5, 0.25]
+    # A gremlin just ahead of the Car, which drives along its -y axis (bin 12: -90 degrees).
+    obs[sensors['gremlins_lidar']][[12, 13]] = [1 - 0.25 / 3, 0.0]
+    robot = scripted.ROBOTS['Car']
+    near = scripted.GoalController(sensors, robot, scripted.Gains(escape=0.2))
+    np.testing.assert_allclose(near.act(obs), robot.actuate(-1.0, 0.0))  # Straight back.
+    steering = scripted.GoalController(sensors, robot, scripted.Gains())
+    assert not np.allclose(steering.act(obs), robot.actuate(-1.0, 0.0))
+  finally:
+    env.close()
