@@ -13,7 +13,8 @@ How it acts, every step:
 1. **Lidar decoding.** safety-gymnasium's pseudo-lidar has 16 bins around the robot (bin i
    covers angles [i, i+1)·22.5°, counter-clockwise from the body's x axis); a bin reads
    (3 m − distance) / 3 m of the nearest object in it, and leaks `alias` times that into the
-   next bin, where `alias` is the object's position inside its bin. The goal's lidar (in Button
+   next bin (1 − `alias` times into the previous one), where `alias` is the object's position
+   inside its bin. The goal's lidar (in Button
    tasks: the button to press) thus gives its exact angle and distance. Every lit bin of the
    other lidars (hazards, vases, gremlins, buttons other than the goal) gives one obstacle point.
    A gremlin's radius is grown by `gremlin_reach`, since it moves. When the goal is out of
