@@ -48,8 +48,8 @@ from gold_jax import errors
 # press) around every obstacle the env's lidars show; on Push, `gold_jax.scripted_push` pushes
 # the box there.
 TASKS = ('Point-Goal', 'Car-Goal', 'Point-Button', 'Car-Button', 'Point-Push', 'Car-Push')
-# Of those, where it is safe (mean cost <= kappa) and reaches goals: on the evaluation episodes
-# of the laptop sweep (Goal tasks), on training-range episodes (Push tasks, cost 0 there).
+# Of those, where it is safe (mean cost <= kappa) and reaches goals, on the evaluation episodes
+# of the laptop sweep (every seed; cost 0 on the Push tasks).
 SAFE_TASKS = ('Point-Goal', 'Car-Goal', 'Point-Push', 'Car-Push')
 # Where the `laptop` preset plays it (`gold_jax.presets`): SAFE_TASKS, and Point-Button, where
 # it is not safe: 7.4 reward at cost 30.6 on the laptop sweep's evaluation episodes (kappa 25;
