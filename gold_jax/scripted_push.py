@@ -145,16 +145,10 @@ class PushController:
       pr = np.array([PILLAR_RADIUS])
     box = scripted.locate(obs[self.sensors['push_box_lidar']])
     goal = scripted.locate(obs[self.sensors['goal_lidar']])
-    def hazard_clear(origin, heads, length):
-      return scripted.clearance(hp - origin, hr, heads, length)
-
-    def pillar_clear(origin, heads, length):
-      return scripted.clearance(pp - origin, pr, heads, length)
-
-    zero = np.zeros(2)
+    hazards, pillars = (hp, hr), (pp, pr)
     if box is None:  # Box beyond lidar range: head for the goal (or straight on) to find it.
       target_angle = goal[0] if goal is not None else self.robot.forward
-      return self.navigate(obs, zero, hazard_clear, pillar_clear, None,
+      return self.navigate(obs, np.zeros(2), hazards, pillars, None,
                            2.0 * np.array([np.cos(target_angle), np.sin(target_angle)]))
     b = box[1] * np.array([np.cos(box[0]), np.sin(box[0])])
     if goal is None:  # Goal beyond range: get near the box, on the side facing the robot.
@@ -192,7 +186,7 @@ class PushController:
       heading = bearing - g.k_push * misalign
       safe = scripted.clearance(hp, hr, np.array([heading]), g.push_check)[0] > g.hazard_tight
       if not safe:
-        return self.navigate(obs, b, hazard_clear, pillar_clear, box,
+        return self.navigate(obs, b, hazards, pillars, box,
                              b - u * (contact + g.behind_extra))
       speed = g.push_speed if d_box < ring + 0.1 else g.top_speed
       return self.drive(obs, heading, speed)
@@ -207,20 +201,20 @@ class PushController:
       p = b + ring * np.array([np.cos(phi), np.sin(phi)])
       if abs(dphi) <= g.step:
         p = b - u * (contact + g.behind_extra)
-    return self.navigate(obs, b, hazard_clear, pillar_clear, box, p)
+    return self.navigate(obs, b, hazards, pillars, box, p)
 
   def drive(self, obs, heading, speed_cap, reverse=False):
     g = self.gains
     return scripted.drive(self.robot, obs[self.sensors['velocimeter']], heading, speed_cap,
                           g.kv, g.kt, reverse)
 
-  def navigate(self, obs, b, hazard_clear, pillar_clear, box, p):
+  def navigate(self, obs, b, hazards, pillars, box, p):
+    """Drives to `p` around `hazards` and `pillars` ((points, radii) each) and the box at `b`."""
     g, geo = self.gains, self.geo
-    zero = np.zeros(2)
     dist_p = float(np.linalg.norm(p))
     length = max(min(dist_p, g.look), 0.05)
-    ch = hazard_clear(zero, HEADINGS, length)
-    cp = pillar_clear(zero, HEADINGS, length)
+    ch = scripted.clearance(*hazards, HEADINGS, length)
+    cp = scripted.clearance(*pillars, HEADINGS, length)
     if box is not None:
       cb = scripted.clearance(b[None], np.array([geo.box * 1.41]), HEADINGS, length)
     else:
