@@ -27,13 +27,14 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer('first_seed', 1000, 'Reset seed of the first episode (training range).',
                        **kw)
   flags.DEFINE_bool('random', False, 'Play uniformly random actions instead, for scale.', **kw)
-  flags.DEFINE_list('gains', [], 'Overrides of gold_jax.scripted.Gains (Goal and Button '
-                    'controller), as name=value: --gains=gremlin_reach=0,seek_buttons=false.',
+  flags.DEFINE_list('gains', [], "Overrides of the task's gold_jax.scripted.Gains (Goal and "
+                    'Button controller), as name=value: '
+                    '--gains=gremlin_reach=0,seek_buttons=false.',
                     **kw)
 
 
-def parse_gains(overrides) -> scripted.Gains:
-  """`scripted.Gains` with `name=value` overrides; a clear error for an unknown name."""
+def parse_gains(overrides, base: scripted.Gains = scripted.Gains()) -> scripted.Gains:
+  """`base` with `name=value` overrides; a clear error for an unknown name."""
   fields = {f.name: f.type for f in dataclasses.fields(scripted.Gains)}
   values = {}
   for item in overrides:
@@ -47,7 +48,7 @@ def parse_gains(overrides) -> scripted.Gains:
       values[name] = value.lower() in ('true', '1')
     else:
       values[name] = float(value)
-  return scripted.Gains(**values)
+  return dataclasses.replace(base, **values)
 
 
 def main(argv) -> None:
@@ -55,8 +56,8 @@ def main(argv) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   fv = flags.FLAGS
   try:
-    scripted.check_task(fv.task)
-    gains = parse_gains(fv.gains)
+    task = scripted.check_task(fv.task)
+    gains = parse_gains(fv.gains, scripted.gains_of(task))
     rows = scripted.episodes(fv.task, fv.episodes, fv.first_seed, gains, fv.random)
   except (errors.TaskError, ValueError) as e:
     raise app.UsageError(str(e)) from e

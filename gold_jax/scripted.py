@@ -51,11 +51,12 @@ TASKS = ('Point-Goal', 'Car-Goal', 'Point-Button', 'Car-Button', 'Point-Push', '
 # Of those, where it is safe (mean cost <= kappa) and reaches goals, on the evaluation episodes
 # of the laptop sweep (every seed; cost 0 on the Push tasks).
 SAFE_TASKS = ('Point-Goal', 'Car-Goal', 'Point-Push', 'Car-Push')
-# Where the `laptop` preset plays it (`gold_jax.presets`): SAFE_TASKS, and Point-Button, where
-# it is not safe: 7.4 reward at cost 30.6 on the laptop sweep's evaluation episodes (kappa 25;
-# 12.2 on training-range ones): it is played there for lack of a safe expert. On Car-Button the gremlins, which circle
-# through its path, and the wrong buttons cost about 90 per episode on training-range episodes.
-PRESET_TASKS = SAFE_TASKS + ('Point-Button',)
+# Where the `laptop` preset plays it (`gold_jax.presets`): SAFE_TASKS, and the Button tasks,
+# where it is not safe and is played for lack of a safe expert. Point-Button: 7.4 reward at cost
+# 30.6 on the laptop sweep's evaluation episodes (kappa 25; 20.3 on training-range ones).
+# Car-Button, with its own gains (`TASK_GAINS`): 4.3 at cost 35.2 on training-range episodes;
+# the gremlins, which circle through its path, and wrong buttons touched while it pivots.
+PRESET_TASKS = SAFE_TASKS + ('Point-Button', 'Car-Button')
 
 BINS = 16  # safety-gymnasium's lidar bins (LidarConf.num_bins).
 BIN = 2 * np.pi / BINS
@@ -111,6 +112,17 @@ class Gains:
   # Nearer than this (m) to an obstacle's edge, drive straight away from it along the body
   # instead of steering (0: never). Tried on Car-Button (docs/results/experts/scripted.md).
   escape: float = 0.0
+
+
+# Gains of the tasks where the shared ones do worst, chosen on training-range episodes
+# (docs/results/experts/scripted.md). Car-Button: wider margins and a faster turn cut the cost
+# from 86.8 to 31.2 on reset seeds 1000-1004.
+TASK_GAINS = {'Car-Button': Gains(margin=0.3, gremlin_reach=0.5, kt=8.0)}
+
+
+def gains_of(task: str) -> Gains:
+  """The gains `policy` plays `task` with by default."""
+  return TASK_GAINS.get(task, Gains())
 
 
 def layout(env) -> Dict[str, slice]:
@@ -265,9 +277,9 @@ def check_task(task: str) -> str:
   return name
 
 
-def policy(task: str, gains: Gains = Gains()) -> Callable[[np.ndarray], np.ndarray]:
+def policy(task: str, gains: Optional[Gains] = None) -> Callable[[np.ndarray], np.ndarray]:
   """The scripted expert of `task` (one of `TASKS`): act(obs (n, obs_dim)) -> (n, act_dim).
-  It is checked to be safe only on `SAFE_TASKS`."""
+  `gains`: `gains_of(task)` if None. It is checked to be safe only on `SAFE_TASKS`."""
   from gold_jax import envs  # pylint: disable=import-outside-toplevel
   name = check_task(task)
   env = envs.make(name)
@@ -276,12 +288,12 @@ def policy(task: str, gains: Gains = Gains()) -> Callable[[np.ndarray], np.ndarr
     if name.endswith('-Push'):
       from gold_jax import scripted_push  # pylint: disable=import-outside-toplevel
       return scripted_push.PushController(layout(env), robot)
-    return GoalController(layout(env), ROBOTS[robot], gains)
+    return GoalController(layout(env), ROBOTS[robot], gains or gains_of(name))
   finally:
     env.close()
 
 
-def episodes(task: str, num_episodes: int, first_seed: int, gains: Gains = Gains(),
+def episodes(task: str, num_episodes: int, first_seed: int, gains: Optional[Gains] = None,
              random: bool = False) -> List[Dict[str, float]]:
   """Plays `task`'s scripted expert (or, `random`, uniform random actions) on training-range
   episodes (reset seeds `first_seed` + i, below `gold_jax.protocol.EVALUATION_BASE`: the other

@@ -95,7 +95,7 @@ def test_laptop_preset_plays_the_scripted_expert_only_where_one_exists():
   assert presets.stages('laptop', 'Car-Circle')['collect']['expert'] == 'sac'
   assert presets.stages('laptop', 'Car-Goal')['collect']['expert'] == 'scripted'
   assert presets.stages('laptop', 'Point-Button')['collect']['expert'] == 'scripted'
-  assert presets.stages('laptop', 'Car-Button')['collect']['expert'] == 'sac'
+  assert presets.stages('laptop', 'Car-Button')['collect']['expert'] == 'scripted'
 
 
 def test_button_tasks_press_the_goal_button_not_the_others():
@@ -184,6 +184,11 @@ def test_scripted_episodes_launcher_prints_the_means(capsys):
         scripted_episodes.main(argv[:1])
   gains = scripted_episodes.parse_gains(['gremlin_reach=0', 'seek_buttons=false'])
   assert gains.gremlin_reach == 0.0 and gains.seek_buttons is False and gains.margin == 0.2
+  # Overrides act on the task's own gains.
+  car = scripted_episodes.parse_gains(['kt=4'], scripted.gains_of('Car-Button'))
+  assert car == scripted.Gains(margin=0.3, gremlin_reach=0.5, kt=4.0)
+  assert scripted.policy('Car-Button').gains == scripted.TASK_GAINS['Car-Button']
+  assert scripted.policy('Point-Button').gains == scripted.Gains()
 
 
 def test_escape_drives_straight_away_from_a_near_obstacle():
